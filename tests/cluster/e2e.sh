@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# `make e2e`: start the local cluster, run the cluster e2e tests against it, stop it again
+# (also when something fails or the run is interrupted).
+#
+#   E2E_TEST_THREADS   parallel tests per test binary (default 4)
+#   E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (stop it with `make cluster-down`)
+#   extra arguments go to `cargo test`, e.g. tests/cluster/e2e.sh --test jobs
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo"
+# A cluster of its own, so a developer's `make cluster-up` in .cluster/ is left alone.
+export HYBRID_CLUSTER_DIR=${HYBRID_CLUSTER_DIR:-$repo/.cluster-e2e}
+CARGO=${CARGO:-cargo}
+
+log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Compile first, while no cluster is running: on a cold target dir this is the slow part.
+log "building the e2e tests"
+"$CARGO" test -p hybrid-e2e --features e2e --no-run
+
+finish() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ -f "$HYBRID_CLUSTER_DIR/cluster.env" ]; then
+    log "failed (exit $rc); component logs:"
+    "$here/cluster.sh" logs 40 || true
+  fi
+  if [ "${E2E_KEEP_CLUSTER:-0}" = 1 ]; then
+    log "keeping the cluster: eval \"\$(HYBRID_CLUSTER_DIR=$HYBRID_CLUSTER_DIR tests/cluster/cluster.sh env)\""
+  else
+    "$here/cluster.sh" down || true
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+"$here/cluster.sh" down >/dev/null 2>&1 || true # a leftover from an interrupted run
+"$here/cluster.sh" up >/dev/null
+eval "$("$here/cluster.sh" env)"
+export KUBECTL=$(command -v kubectl) HELM="$(dirname "$KUBECTL")/helm"
+
+log "running the e2e tests"
+"$CARGO" test -p hybrid-e2e --features e2e "$@" -- --test-threads="${E2E_TEST_THREADS:-4}"
+"$here/cluster.sh" status
