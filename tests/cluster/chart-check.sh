@@ -19,6 +19,8 @@ log() { printf '[chart-check %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 [ -f "$chart/Chart.yaml" ] || { log "error: no chart at $chart"; exit 1; }
 BIN=$("$here/build.sh")
+# shellcheck source=versions.env
+source "$here/versions.env"
 tmp=$(mktemp -d)
 own_cluster=""
 cleanup() {
@@ -27,10 +29,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# helm built from source assumes Kubernetes v1.20 unless told; check for the pinned version.
+# The second value set switches on every optional template, so those render and lint too.
+all_on=(--set metrics.serviceMonitor.enabled=true --set prometheusRule.enabled=true)
 log "helm lint"
-"$BIN/helm" lint "$chart"
+"$BIN/helm" lint --strict --kube-version "$K8S_VERSION" "$chart"
+"$BIN/helm" lint --strict --kube-version "$K8S_VERSION" "$chart" "${all_on[@]}"
 log "helm template"
-"$BIN/helm" template hybrid-operator "$chart" --namespace hybrid-system >"$tmp/rendered.yaml"
+{
+  "$BIN/helm" template hybrid-operator "$chart" --namespace hybrid-system --kube-version "$K8S_VERSION"
+  "$BIN/helm" template hybrid-operator "$chart" --namespace hybrid-system --kube-version "$K8S_VERSION" "${all_on[@]}"
+} >"$tmp/rendered.yaml"
 
 cluster_dir=${HYBRID_CLUSTER_DIR:-$repo/.cluster}
 if ! HYBRID_CLUSTER_DIR=$cluster_dir "$here/cluster.sh" status >/dev/null 2>&1; then

@@ -268,6 +268,8 @@ cmd_up() {
   mkdir -p "$D/logs" "$D/pids"
   mkdir -m 700 "$D/etcd"
   touch "$D/$MARKER"
+  # A failed start stops what it started but keeps the logs; the next `up` or `down` clears them.
+  trap 'rc=$?; if [ $rc != 0 ]; then stop_all; log "start failed; logs kept in $D/logs"; fi' EXIT
   read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT <<<"$(free_ports 5)"
   cat >"$D/cluster.env" <<EOF
 BIN=$BIN
@@ -325,8 +327,8 @@ EOF
 
   log "creating $GPU_NODES GPU nodes ($GPUS_PER_NODE x nvidia.com/gpu each) and $CPU_NODES CPU nodes"
   nodes_yaml >"$D/nodes.yaml"
-  kubectl create -f "$D/nodes.yaml" >/dev/null
   if [ $((GPU_NODES + CPU_NODES)) -gt 0 ]; then
+    kubectl create -f "$D/nodes.yaml" >/dev/null
     wait_until "nodes Ready (kwok)" "$READY_TIMEOUT" kubectl wait --for=condition=Ready node --all --timeout=5s
   fi
   # The controller-manager is working once it has given `default` its ServiceAccount.
@@ -336,13 +338,17 @@ EOF
   echo "export KUBECONFIG=$D/kubeconfig"
 }
 
+stop_all() {
+  local i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[$i]}"; done
+}
+
 cmd_down() {
   if [ ! -f "$D/$MARKER" ]; then
     log "no cluster state in $D, nothing to stop"
     return 0
   fi
-  local i
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[$i]}"; done
+  stop_all
   rm -rf "$D"
   log "stopped; removed $D"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make e2e`: start the local cluster, run the cluster e2e tests against it, stop it again
-# (also when something fails or the run is interrupted).
+# `make e2e`: start the local cluster, run the cluster e2e tests and the chart check against
+# it, stop it again (also when something fails or the run is interrupted).
 #
 #   E2E_TEST_THREADS   parallel tests per test binary (default 4)
 #   E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (stop it with `make cluster-down`)
@@ -38,8 +38,11 @@ trap 'exit 130' INT TERM
 "$here/cluster.sh" down >/dev/null 2>&1 || true # a leftover from an interrupted run
 "$here/cluster.sh" up >/dev/null
 eval "$("$here/cluster.sh" env)"
-export KUBECTL=$(command -v kubectl) HELM="$(dirname "$KUBECTL")/helm"
+KUBECTL=$(command -v kubectl)
+export KUBECTL HELM="${KUBECTL%/*}/helm"
 
 log "running the e2e tests"
 "$CARGO" test -p hybrid-e2e --features e2e "$@" -- --test-threads="${E2E_TEST_THREADS:-4}"
+log "chart: helm lint, kubeconform against this apiserver's schemas"
+"$here/chart-check.sh"
 "$here/cluster.sh" status

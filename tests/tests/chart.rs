@@ -24,10 +24,12 @@ async fn rendered_chart_passes_server_side_dry_run() {
         .expect("namespace");
 
     let helm = std::env::var_os("HELM").unwrap_or_else(|| "helm".into());
+    // Render for this cluster's version (helm built from source otherwise assumes v1.20).
+    let version = client.apiserver_version().await.expect("server version");
     let rendered = Command::new(&helm)
         .args(["template", "hybrid-operator"])
         .arg(&chart)
-        .args(["--namespace", ns.name()])
+        .args(["--namespace", ns.name(), "--kube-version", &version.git_version])
         .output()
         .expect("run helm (make e2e sets HELM)");
     assert!(
