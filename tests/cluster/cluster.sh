@@ -91,6 +91,26 @@ wait_until() {
   done
 }
 
+# GET a URL and succeed on 200. python3 rather than curl: it is one of the few tools this
+# needs on a fresh machine. Args: url [ca-file cert-file key-file]; no CA skips verification
+# (the controller-manager and scheduler serve self-signed health endpoints).
+probe() {
+  python3 - "$@" <<'EOF'
+import ssl, sys, urllib.request
+url, files = sys.argv[1], sys.argv[2:]
+ctx = None
+if url.startswith("https://"):
+    ctx = ssl.create_default_context(cafile=files[0] if files else None)
+    if files:
+        ctx.load_cert_chain(files[1], files[2])
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+with urllib.request.urlopen(url, timeout=2, context=ctx) as r:
+    sys.exit(0 if r.status == 200 else 1)
+EOF
+}
+
 free_ports() {
   # Bind all at once so the kernel hands out distinct ports; a tiny race with other
   # programs remains between closing them and the components binding.
@@ -290,7 +310,7 @@ EOF
     --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster="n0=http://127.0.0.1:$ETCD_PEER_PORT" \
     --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
-  wait_until etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+  wait_until etcd 30 probe "http://127.0.0.1:$ETCD_PORT/health"
 
   log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
   local p="$D/pki"
@@ -304,8 +324,8 @@ EOF
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
     --endpoint-reconciler-type=none --profiling=false
-  wait_until kube-apiserver "$READY_TIMEOUT" curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
-    "https://127.0.0.1:$API_PORT/readyz"
+  wait_until kube-apiserver "$READY_TIMEOUT" probe "https://127.0.0.1:$API_PORT/readyz" \
+    "$p/ca.crt" "$p/admin.crt" "$p/admin.key"
 
   log "starting kube-controller-manager, kube-scheduler, kwok"
   mkdir -p "$D/kcm-certs" "$D/scheduler-certs"
@@ -322,8 +342,8 @@ EOF
   start kwok --kubeconfig="$D/kubeconfig" --config="$D/kwok.yaml" --manage-all-nodes=true \
     --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.0.0.1
 
-  wait_until kube-controller-manager "$READY_TIMEOUT" curl -fsSk "https://127.0.0.1:$KCM_PORT/healthz"
-  wait_until kube-scheduler "$READY_TIMEOUT" curl -fsSk "https://127.0.0.1:$SCHED_PORT/healthz"
+  wait_until kube-controller-manager "$READY_TIMEOUT" probe "https://127.0.0.1:$KCM_PORT/healthz"
+  wait_until kube-scheduler "$READY_TIMEOUT" probe "https://127.0.0.1:$SCHED_PORT/healthz"
 
   log "creating $GPU_NODES GPU nodes ($GPUS_PER_NODE x nvidia.com/gpu each) and $CPU_NODES CPU nodes"
   nodes_yaml >"$D/nodes.yaml"

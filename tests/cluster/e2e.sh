@@ -9,8 +9,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cd "$repo"
-# A cluster of its own, so a developer's `make cluster-up` in .cluster/ is left alone.
-export HYBRID_CLUSTER_DIR=${HYBRID_CLUSTER_DIR:-$repo/.cluster-e2e}
+# A cluster of its own (under target/, which git ignores), so a developer's `make cluster-up`
+# in .cluster/ is left alone.
+export HYBRID_CLUSTER_DIR=${HYBRID_CLUSTER_DIR:-$repo/target/e2e-cluster}
 CARGO=${CARGO:-cargo}
 
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
