@@ -2,9 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test unit e2e generate lint demo cluster-up cluster-down
+.PHONY: test unit e2e generate check-generated lint demo cluster-up cluster-down
 
-## Everything CI checks: formatting, lints, unit/integration tests, generated-file drift, chart, e2e.
+## Everything CI checks: formatting, lints, generated-file drift, unit/integration tests, and the
+## cluster e2e suite (which also lints and validates the Helm chart).
 test: lint unit e2e
 
 ## Unit and integration tests (no cluster needed).
@@ -15,11 +16,17 @@ unit:
 e2e:
 	tests/cluster/e2e.sh
 
-## Regenerate committed files (CRD YAML in the chart, docs/api.md).
+## Regenerate committed files (CRD YAML in the chart, docs/api.md, example ConfigMaps).
 generate:
 	$(CARGO) run -q -p hybrid-crds --bin crdgen -- --chart charts/hybrid-operator --docs docs/api.md
+	python3 scripts/gen-example-configmaps.py
 
-lint:
+## Fail when a generated file is stale (the crds tests check the CRDs and docs/api.md too).
+check-generated:
+	$(CARGO) run -q -p hybrid-crds --bin crdgen -- --check
+	python3 scripts/gen-example-configmaps.py --check
+
+lint: check-generated
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
