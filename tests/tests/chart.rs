@@ -29,7 +29,12 @@ async fn rendered_chart_passes_server_side_dry_run() {
     let rendered = Command::new(&helm)
         .args(["template", "hybrid-operator"])
         .arg(&chart)
-        .args(["--namespace", ns.name(), "--kube-version", &version.git_version])
+        .args([
+            "--namespace",
+            ns.name(),
+            "--kube-version",
+            &version.git_version,
+        ])
         .output()
         .expect("run helm (make e2e sets HELM)");
     assert!(

@@ -65,12 +65,17 @@ async fn unschedulable_message(ns: &TestNamespace, name: &str) -> String {
         TIMEOUT,
         || async {
             let pod = pods.get(name).await?;
-            Ok(match condition(&pod, "PodScheduled") {
+            match condition(&pod, "PodScheduled") {
                 Some(c) if c.status == "False" && c.reason.as_deref() == Some("Unschedulable") => {
-                    Check::Done(c.message.clone().unwrap_or_default())
+                    Ok(Check::Done(c.message.clone().unwrap_or_default()))
                 }
-                other => Check::Waiting(format!("PodScheduled: {other:?}")),
-            })
+                // Once bound it never becomes Unschedulable: fail now, not at the timeout.
+                Some(c) if c.status == "True" => Err(anyhow::anyhow!(
+                    "pod {name} was scheduled onto {:?}",
+                    pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                )),
+                other => Ok(Check::Waiting(format!("PodScheduled: {other:?}"))),
+            }
         },
     )
     .await
