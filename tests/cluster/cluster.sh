@@ -49,17 +49,32 @@ start() {
   readlink -f "$bin" >"$D/pids/$name.exe"
 }
 
-stop() {
-  local name=$1 pid i
-  ours "$name" || return 0
-  pid=$(cat "$D/pids/$name")
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.2
+# SIGTERM to the named components at once, then SIGKILL whatever still runs after 10 s.
+terminate() {
+  local name pids=() alive pid i
+  for name in "$@"; do
+    if ours "$name"; then
+      pid=$(cat "$D/pids/$name")
+      kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+    fi
   done
-  log "$name ($pid) ignored SIGTERM for 10 s, killing"
-  kill -KILL "$pid" 2>/dev/null || true
+  alive=("${pids[@]}")
+  for i in $(seq 1 50); do
+    [ ${#alive[@]} = 0 ] && return 0
+    sleep 0.2
+    pids=("${alive[@]}") alive=()
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+  done
+  for pid in "${alive[@]}"; do
+    log "PID $pid ignored SIGTERM for 10 s, killing"
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+# etcd last: kube-apiserver's graceful shutdown hangs without it.
+stop_all() {
+  terminate kwok kube-scheduler kube-controller-manager kube-apiserver
+  terminate etcd
 }
 
 tail_logs() {
@@ -356,11 +371,6 @@ EOF
 
   log "cluster up in $((SECONDS - t0)) s; state in $D"
   echo "export KUBECONFIG=$D/kubeconfig"
-}
-
-stop_all() {
-  local i
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[$i]}"; done
 }
 
 cmd_down() {
