@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "hybrid-runtime", version, about = "Hybrid RAG + LoRA runtime: serve, index, train, eval")]
+#[command(
+    name = "hybrid-runtime",
+    version,
+    about = "Hybrid RAG + LoRA runtime: serve, index, train, eval"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,14 +17,23 @@ struct Cli {
 enum Command {
     /// Build a new index revision from a corpus (not implemented yet).
     Index,
-    /// Fine-tune a LoRA adapter (not implemented yet).
-    Train,
+    /// Fine-tune a LoRA adapter on JSONL chat examples and publish it as a PEFT revision.
+    Train(Box<hybrid_runtime::train::cli::TrainArgs>),
+    /// Answer a QA set with a model (+ adapter); report accuracy and format compliance.
+    Eval(Box<hybrid_runtime::eval::cli::EvalArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    // Jobs' logs are read without RUST_LOG set, so progress (info) shows by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Index => anyhow::bail!("`hybrid-runtime index` is not implemented yet"),
-        Command::Train => anyhow::bail!("`hybrid-runtime train` is not implemented yet"),
+        Command::Train(args) => std::process::exit(hybrid_runtime::train::cli::main(&args)),
+        Command::Eval(args) => std::process::exit(hybrid_runtime::eval::cli::main(&args)),
     }
 }
