@@ -1,50 +1,182 @@
 //! `hybrid-operator`: reconciles Corpus, Adapter, ServingPolicy and HybridModel resources.
-//!
-//! The controllers are not written yet; this binary only checks that the CRDs are installed,
-//! so that a broken install is reported with the command that fixes it.
 
+use anyhow::Context as _;
+use clap::Parser;
 use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
-use kube::{Api, Client, api::ListParams};
+use hybrid_operator::admin::{self, AdminState};
+use hybrid_operator::context::{Context, Settings};
+use hybrid_operator::metrics::Metrics;
+use hybrid_operator::{adapter, corpus, hybridmodel, servingpolicy};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const INSTALL_CRDS: &str = "kubectl apply --server-side -f charts/hybrid-operator/crds/";
+const LEASE_NAME: &str = "hybrid-operator";
+
+#[derive(Parser, Debug)]
+#[command(name = "hybrid-operator", version, about)]
+struct Args {
+    /// Image of hybrid-runtime used by index Jobs, training Jobs and serving pods.
+    #[arg(long, env = "HYBRID_RUNTIME_IMAGE")]
+    runtime_image: String,
+    /// Port of the admin server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "HYBRID_ADMIN_PORT", default_value_t = 8080)]
+    admin_port: u16,
+    /// Namespace of the leader election Lease (the operator's own namespace).
+    #[arg(
+        long,
+        env = "HYBRID_LEADER_ELECTION_NAMESPACE",
+        required_unless_present = "no_leader_election"
+    )]
+    leader_election_namespace: Option<String>,
+    /// Run the controllers without leader election (a single replica only).
+    #[arg(long, env = "HYBRID_NO_LEADER_ELECTION")]
+    no_leader_election: bool,
+    /// Identity in the Lease; the pod name in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
-    let client = Client::try_default().await?;
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
+    check_crds(&client).await?;
+
+    let metrics = Metrics::new().context("registering metrics")?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = tokio::spawn(admin::serve(
+        args.admin_port,
+        AdminState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+    ));
+
+    let ctx = Context::new(
+        client.clone(),
+        Settings {
+            runtime_image: args.runtime_image.clone(),
+        },
+        metrics,
+        args.pod_name.clone(),
+    );
+
+    // Standby replicas are ready too: they serve metrics and take over when the lease frees.
+    ready.store(true, Ordering::Relaxed);
+    let mut leadership = match (&args.leader_election_namespace, args.no_leader_election) {
+        (_, true) | (None, _) => None,
+        (Some(ns), false) => {
+            let identity = args
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| format!("hybrid-operator-{}", std::process::id()));
+            let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+                .with_namespace(ns.clone())
+                .with_identity(identity)
+                .build()
+                .await
+                .context("creating the leader election lease manager")?;
+            let (mut rx, task) = manager.watch().await;
+            tracing::info!(namespace = %ns, lease = LEASE_NAME, "waiting for leadership");
+            while !*rx.borrow_and_update() {
+                rx.changed().await.context("lease manager stopped")?;
+            }
+            tracing::info!("acquired leadership");
+            Some((rx, task))
+        }
+    };
+
+    let controllers = async {
+        tokio::join!(
+            corpus::run(ctx.clone()),
+            adapter::run(ctx.clone()),
+            servingpolicy::run(ctx.clone()),
+            hybridmodel::run(ctx.clone()),
+        );
+    };
+    let lost = async {
+        match leadership.as_mut() {
+            Some((rx, _)) => loop {
+                if rx.changed().await.is_err() || !*rx.borrow_and_update() {
+                    return;
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => tracing::info!("controllers stopped"),
+        // Exiting is the safe answer to a lost lease: another replica reconciles now, and the
+        // restart rejoins as a standby.
+        _ = lost => anyhow::bail!("lost leadership"),
+        res = admin => anyhow::bail!("admin server stopped: {res:?}"),
+    }
+    Ok(())
+}
+
+/// Fails fast, with the command that fixes it, when a CRD is missing.
+async fn check_crds(client: &Client) -> anyhow::Result<()> {
     let lp = ListParams::default().limit(1);
-    let missing = [
+    let checks = [
         (
             "corpora.hybrid.dev",
-            Api::<Corpus>::all(client.clone()).list(&lp).await.is_err(),
+            Api::<Corpus>::all(client.clone()).list(&lp).await.err(),
         ),
         (
             "adapters.hybrid.dev",
-            Api::<Adapter>::all(client.clone()).list(&lp).await.is_err(),
+            Api::<Adapter>::all(client.clone()).list(&lp).await.err(),
         ),
         (
             "servingpolicies.hybrid.dev",
             Api::<ServingPolicy>::all(client.clone())
                 .list(&lp)
                 .await
-                .is_err(),
+                .err(),
         ),
         (
             "hybridmodels.hybrid.dev",
-            Api::<HybridModel>::all(client).list(&lp).await.is_err(),
+            Api::<HybridModel>::all(client.clone())
+                .list(&lp)
+                .await
+                .err(),
         ),
     ];
-    let missing: Vec<_> = missing
-        .iter()
-        .filter(|(_, m)| *m)
-        .map(|(n, _)| *n)
-        .collect();
+    let mut missing = Vec::new();
+    for (crd, err) in checks {
+        match err {
+            None => {}
+            Some(kube::Error::Api(s)) if s.code == 404 => missing.push(crd),
+            Some(e) => {
+                return Err(anyhow::anyhow!(e).context(format!(
+                    "cannot list {crd}: check the API server and the operator's RBAC"
+                )));
+            }
+        }
+    }
     if !missing.is_empty() {
         anyhow::bail!(
-            "CRDs not installed or not readable: {}. Install them with `kubectl apply --server-side -f charts/hybrid-operator/crds/`",
+            "CRDs not installed: {}. Install them with `{INSTALL_CRDS}`",
             missing.join(", ")
         );
     }
-    tracing::info!("CRDs present; controllers are not implemented yet");
     Ok(())
 }

@@ -1,0 +1,596 @@
+//! Adapter controller: training revision → training Job → active adapter revision.
+
+use crate::build::job_result::{TrainResult, parse_train_report};
+use crate::build::revision::{ConfigMaps, dataset_digest, training_revision};
+use crate::build::train_job::{
+    TrainJobInputs, image_trainer_artifact_uri, train_job, train_job_name,
+};
+use crate::build::{name_of, namespace_of};
+use crate::context::{Context, RESYNC, error_policy};
+use crate::corpus::requeue_at;
+use crate::error::{Error, Result};
+use crate::jobs::{self, Decision, Observed, Wanted};
+use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
+use futures::StreamExt;
+use hybrid_crds::adapter::AdapterRevision;
+use hybrid_crds::common::RetryState;
+use hybrid_crds::conditions::{reasons, types};
+use hybrid_crds::{Adapter, AdapterStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use std::sync::Arc;
+
+pub const KIND: &str = "Adapter";
+
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<Adapter>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    controller
+        .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .watches(
+            Api::<ConfigMap>::all(client),
+            watcher::Config::default(),
+            move |cm| {
+                let (ns, name) = (cm.namespace(), cm.name_any());
+                store
+                    .state()
+                    .iter()
+                    .filter(|a| a.namespace() == ns && references_config_map(a, &name))
+                    .map(|a| ObjectRef::from_obj(&**a))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy(KIND), ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+pub fn references_config_map(adapter: &Adapter, name: &str) -> bool {
+    adapter
+        .spec
+        .dataset
+        .iter()
+        .any(|s| s.config_map.as_ref().is_some_and(|c| c.name == name))
+}
+
+async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(KIND);
+    let ns = namespace_of(&*adapter)?;
+    let name = name_of(&*adapter)?;
+    let adapters: Api<Adapter> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = adapter.status.clone().unwrap_or_default();
+    let now = crate::status::now();
+
+    let config_maps = read_config_maps(&ctx, &ns, &adapter).await?;
+    let revisions = dataset_digest(&adapter.spec.dataset, &config_maps)
+        .and_then(|ds| training_revision(&adapter.spec, &ds).map(|tr| (ds, tr)));
+    let (dataset, revision) = match revisions {
+        Ok(r) => r,
+        Err(e) if !e.is_transient() => {
+            return stall(&ctx, &adapters, &adapter, &current, &e, &now).await;
+        }
+        Err(e) => return Err(e),
+    };
+
+    let job_name = train_job_name(&name, &revision);
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let observed = observe(&ctx, &ns, &jobs_api, &adapter, &job_name, &revision).await?;
+    let wanted = Wanted {
+        revision: &revision,
+        job_name: &job_name,
+        // The adapter revision id is the runtime's; the Job that trained it names the training
+        // revision it came from.
+        active_matches: current
+            .active_revision
+            .as_ref()
+            .is_some_and(|a| a.job.as_deref() == Some(job_name.as_str())),
+        retry: current.retry.as_ref(),
+        last_job: current.last_job.as_ref(),
+    };
+    let (created, finished) = match &observed {
+        Observed::Finished {
+            created, finished, ..
+        } => (created.clone(), finished.clone()),
+        Observed::Running { created } => (created.clone(), None),
+        Observed::Absent => (None, None),
+    };
+    let decision = jobs::decide(&wanted, observed, now.0);
+
+    let mut action = Action::requeue(RESYNC);
+    let mut started = created;
+    match &decision {
+        Decision::CreateJob => {
+            let built = match train_job(
+                &adapter,
+                &TrainJobInputs {
+                    training_revision: &revision,
+                    runtime_image: &ctx.settings.runtime_image,
+                    config_maps: &config_maps,
+                },
+            ) {
+                Ok(b) => b,
+                Err(e) if !e.is_transient() => {
+                    return stall(&ctx, &adapters, &adapter, &current, &e, &now).await;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(config) = &built.config {
+                let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+                cms.patch(
+                    &job_name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(config),
+                )
+                .await?;
+            }
+            let job = jobs::create_if_absent(&jobs_api, &built.job).await?;
+            started = job.metadata.creation_timestamp.clone();
+            ctx.metrics.job_started("train");
+            ctx.event(
+                &*adapter,
+                false,
+                reasons::TRAINING,
+                "CreateTrainingJob",
+                format!("training Job {job_name} started for training revision {revision}"),
+            )
+            .await;
+            action = Action::requeue(jobs::RUNNING_POLL);
+        }
+        Decision::Running => action = Action::requeue(jobs::RUNNING_POLL),
+        Decision::DeleteCountedFailure => {
+            jobs::delete(&jobs_api, &job_name).await?;
+            action = requeue_at(
+                current
+                    .retry
+                    .as_ref()
+                    .and_then(|r| r.next_attempt_at.as_ref()),
+                &now,
+            );
+        }
+        Decision::Failed {
+            next_attempt_at, ..
+        } => {
+            action = match next_attempt_at {
+                Some(until) => requeue_at(Some(until), &now),
+                None => Action::await_change(),
+            };
+        }
+        Decision::WaitForRetry { until } => action = requeue_at(Some(until), &now),
+        Decision::Exhausted => action = Action::await_change(),
+        Decision::UpToDate | Decision::Succeeded(_) => {}
+    }
+
+    let (status, event) = next_status(
+        &adapter, &current, &dataset, &revision, &job_name, &decision, started, finished, &now,
+    );
+    if apply_status(&adapters, &*adapter, adapter.status.as_ref(), &status).await?
+        && let Some((warning, reason, note)) = event
+    {
+        ctx.event(&*adapter, warning, reason, "Reconcile", note)
+            .await;
+    }
+    if let Decision::Failed {
+        next_attempt_at: Some(_),
+        ..
+    } = &decision
+    {
+        jobs::delete(&jobs_api, &job_name).await?;
+    }
+    Ok(action)
+}
+
+async fn stall(
+    ctx: &Context,
+    api: &Api<Adapter>,
+    adapter: &Adapter,
+    current: &AdapterStatus,
+    e: &Error,
+    now: &Time,
+) -> Result<Action> {
+    let mut status = current.clone();
+    let generation = adapter.metadata.generation;
+    status.observed_generation = generation;
+    set_health(
+        &mut status.conditions,
+        &Health::stalled(e.label(), e.to_string()),
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        types::TRAINED,
+        false,
+        e.label(),
+        &e.to_string(),
+        generation,
+        now,
+    );
+    if apply_status(api, adapter, adapter.status.as_ref(), &status).await? {
+        ctx.event(adapter, true, e.label(), "Reconcile", e.to_string())
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// The status the decision leads to, and the Event worth publishing if it is written.
+#[allow(clippy::too_many_arguments)]
+pub fn next_status(
+    adapter: &Adapter,
+    current: &AdapterStatus,
+    dataset: &str,
+    revision: &str,
+    job_name: &str,
+    decision: &Decision<TrainResult>,
+    started: Option<Time>,
+    finished: Option<Time>,
+    now: &Time,
+) -> (AdapterStatus, Option<(bool, &'static str, String)>) {
+    let generation = adapter.metadata.generation;
+    let mut status = current.clone();
+    status.observed_generation = generation;
+    let mut event = None;
+    let active = status
+        .active_revision
+        .as_ref()
+        .map(|a| a.revision.clone())
+        .unwrap_or_else(|| "none".into());
+    let failures = |s: &AdapterStatus| s.retry.as_ref().map_or(0, |r| r.failures);
+    let (health, trained) = match decision {
+        Decision::UpToDate => {
+            status.retry = None;
+            status.progress = None;
+            let msg = status
+                .active_revision
+                .as_ref()
+                .map(active_message)
+                .unwrap_or_default();
+            (
+                Health::ready(reasons::SUCCEEDED, msg.clone()),
+                (true, reasons::SUCCEEDED, msg),
+            )
+        }
+        Decision::CreateJob | Decision::Running => {
+            status.last_job = Some(jobs::record(
+                job_name, revision, "Running", started, None, None,
+            ));
+            let msg = format!(
+                "training Job {job_name} trains revision {revision}; revision {active} stays active"
+            );
+            (
+                Health::reconciling(reasons::TRAINING, msg.clone()),
+                (false, reasons::TRAINING, msg),
+            )
+        }
+        Decision::Succeeded(result) => {
+            let new = AdapterRevision {
+                revision: result.revision.clone(),
+                artifact_uri: result.artifact_uri.clone(),
+                dataset_digest: Some(dataset.to_owned()),
+                job: Some(job_name.to_owned()),
+                // Image trainers that write no result report no loss.
+                final_loss: Some(result.final_loss).filter(|l| l.is_finite()),
+                eval_loss: result.eval_loss,
+                created_at: finished.clone().or_else(|| Some(now.clone())),
+            };
+            if let Some(previous) = status.active_revision.replace(new) {
+                status.previous_revisions.insert(0, previous);
+            }
+            // Adapters have no retention setting; keep a bounded history for rollback.
+            status.previous_revisions.truncate(MAX_PREVIOUS);
+            status.retry = None;
+            status.progress = None;
+            status.last_job = Some(jobs::record(
+                job_name,
+                revision,
+                "Succeeded",
+                started,
+                finished,
+                None,
+            ));
+            // The condition message is the one later passes derive again, so the next
+            // reconcile writes nothing; the Event carries the run's details.
+            let msg = status
+                .active_revision
+                .as_ref()
+                .map(active_message)
+                .unwrap_or_default();
+            event = Some((
+                false,
+                reasons::SUCCEEDED,
+                format!(
+                    "{msg} ({} steps in {:.0}s)",
+                    result.steps, result.duration_seconds
+                ),
+            ));
+            (
+                Health::ready(reasons::SUCCEEDED, msg.clone()),
+                (true, reasons::SUCCEEDED, msg),
+            )
+        }
+        Decision::Failed {
+            failures,
+            message,
+            next_attempt_at,
+        } => {
+            status.last_job = Some(jobs::record(
+                job_name,
+                revision,
+                "Failed",
+                started,
+                finished,
+                Some(message.clone()),
+            ));
+            status.retry = Some(RetryState {
+                revision: revision.to_owned(),
+                failures: *failures,
+                next_attempt_at: next_attempt_at.clone(),
+            });
+            failure_health(
+                &mut event,
+                *failures,
+                message,
+                &active,
+                next_attempt_at.is_some(),
+            )
+        }
+        Decision::DeleteCountedFailure | Decision::WaitForRetry { .. } | Decision::Exhausted => {
+            let message = status
+                .last_job
+                .as_ref()
+                .and_then(|j| j.message.clone())
+                .unwrap_or_default();
+            let mut no_event = None;
+            failure_health(
+                &mut no_event,
+                failures(&status),
+                &message,
+                &active,
+                !matches!(decision, Decision::Exhausted),
+            )
+        }
+    };
+    status.dataset_digest = Some(dataset.to_owned());
+    status.training_revision = Some(revision.to_owned());
+    set_health(&mut status.conditions, &health, generation, now);
+    set_condition(
+        &mut status.conditions,
+        types::TRAINED,
+        trained.0,
+        trained.1,
+        &trained.2,
+        generation,
+        now,
+    );
+    (status, event)
+}
+
+fn active_message(active: &AdapterRevision) -> String {
+    match active.final_loss {
+        Some(loss) => format!(
+            "adapter revision {} is active (final loss {loss:.4})",
+            active.revision
+        ),
+        None => format!("adapter revision {} is active", active.revision),
+    }
+}
+
+/// Earlier adapter revisions kept in status for rollback.
+pub const MAX_PREVIOUS: usize = 5;
+
+fn failure_health(
+    event: &mut Option<(bool, &'static str, String)>,
+    failures: i32,
+    message: &str,
+    active: &str,
+    retrying: bool,
+) -> (Health, (bool, &'static str, String)) {
+    if retrying {
+        let msg = format!(
+            "training Job failed ({failures}/{} attempts): {message}; revision {active} stays active, retrying with backoff",
+            jobs::MAX_ATTEMPTS
+        );
+        *event = Some((true, reasons::JOB_FAILED, msg.clone()));
+        (
+            Health::reconciling(reasons::JOB_FAILED, msg.clone()),
+            (false, reasons::JOB_FAILED, msg),
+        )
+    } else {
+        let msg = format!(
+            "training Job failed {failures} times, last: {message}; revision {active} stays active. Fix the dataset or spec to try a new revision"
+        );
+        *event = Some((true, reasons::RETRY_BUDGET_EXHAUSTED, msg.clone()));
+        (
+            Health::stalled(reasons::RETRY_BUDGET_EXHAUSTED, msg.clone()),
+            (false, reasons::RETRY_BUDGET_EXHAUSTED, msg),
+        )
+    }
+}
+
+async fn read_config_maps(ctx: &Context, ns: &str, adapter: &Adapter) -> Result<ConfigMaps> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let mut out = ConfigMaps::new();
+    for source in adapter
+        .spec
+        .dataset
+        .iter()
+        .filter_map(|s| s.config_map.as_ref())
+    {
+        if let Some(cm) = api.get_opt(&source.name).await? {
+            out.insert(source.name.clone(), cm);
+        }
+    }
+    Ok(out)
+}
+
+async fn observe(
+    ctx: &Context,
+    ns: &str,
+    jobs_api: &Api<Job>,
+    adapter: &Adapter,
+    job_name: &str,
+    revision: &str,
+) -> Result<Observed<TrainResult>> {
+    let Some(job) = jobs_api.get_opt(job_name).await? else {
+        return Ok(Observed::Absent);
+    };
+    let created = job.metadata.creation_timestamp.clone();
+    let finished = jobs::finished_at(&job);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let outcome = match jobs::job_phase(&job) {
+        jobs::JobPhase::Running => return Ok(Observed::Running { created }),
+        jobs::JobPhase::Succeeded => {
+            let message = jobs::termination_message(&pods, job_name, "train").await?;
+            match parse_train_report(&message) {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(failure)) => Err(failure.to_string()),
+                // A user image need not speak the result contract: its adapter is where /output
+                // was mounted.
+                Err(_) if adapter.spec.trainer.image.is_some() => Ok(TrainResult {
+                    revision: revision.to_owned(),
+                    artifact_uri: image_trainer_artifact_uri(adapter, revision)?,
+                    final_loss: f64::NAN,
+                    eval_loss: None,
+                    steps: 0,
+                    tokens_per_second: 0.0,
+                    duration_seconds: 0.0,
+                }),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        jobs::JobPhase::Failed => {
+            let message = jobs::termination_message(&pods, job_name, "train").await?;
+            Err(match parse_train_report(&message) {
+                Ok(Err(failure)) => failure.to_string(),
+                _ if message.trim().is_empty() => {
+                    "the training pod failed without a message".to_owned()
+                }
+                _ => message.chars().take(1000).collect(),
+            })
+        }
+    };
+    Ok(Observed::Finished {
+        created,
+        finished,
+        outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::{FINANCE_ADAPTER, adapter};
+    use crate::status::{find, is_true};
+
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("ts"))
+    }
+
+    fn result(rev: &str, loss: f64) -> TrainResult {
+        TrainResult {
+            revision: rev.into(),
+            artifact_uri: format!("file:///pvc/hybrid-artifacts/adapters/{rev}"),
+            final_loss: loss,
+            eval_loss: Some(1.5),
+            steps: 40,
+            tokens_per_second: 100.0,
+            duration_seconds: 60.0,
+        }
+    }
+
+    #[test]
+    fn success_records_lineage_and_is_stable_without_a_loss() {
+        let a = adapter(FINANCE_ADAPTER);
+        let current = AdapterStatus {
+            active_revision: Some(AdapterRevision {
+                revision: "ad-1".into(),
+                artifact_uri: "file:///x/ad-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (status, _) = next_status(
+            &a,
+            &current,
+            "ds1",
+            "tr2",
+            "finance-compliance-train-tr2",
+            &Decision::Succeeded(result("ad-2", f64::NAN)),
+            Some(t(1)),
+            Some(t(5)),
+            &t(6),
+        );
+        let active = status.active_revision.clone().expect("active");
+        assert_eq!(active.revision, "ad-2");
+        assert_eq!(active.dataset_digest.as_deref(), Some("ds1"));
+        assert_eq!(active.job.as_deref(), Some("finance-compliance-train-tr2"));
+        assert_eq!(
+            active.final_loss, None,
+            "NaN is not a loss; it would also never compare equal"
+        );
+        assert_eq!(status.previous_revisions[0].revision, "ad-1");
+        assert_eq!(status.training_revision.as_deref(), Some("tr2"));
+        assert!(is_true(&status.conditions, "Trained"));
+        assert!(is_true(&status.conditions, "Ready"));
+        let (again, _) = next_status(
+            &a,
+            &status,
+            "ds1",
+            "tr2",
+            "finance-compliance-train-tr2",
+            &Decision::UpToDate,
+            None,
+            None,
+            &t(7),
+        );
+        assert_eq!(again.active_revision, status.active_revision);
+        assert_eq!(again.conditions, status.conditions);
+    }
+
+    #[test]
+    fn failure_keeps_serving_revision_and_reports_training_false() {
+        let a = adapter(FINANCE_ADAPTER);
+        let current = AdapterStatus {
+            active_revision: Some(AdapterRevision {
+                revision: "ad-1".into(),
+                artifact_uri: "file:///x/ad-1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (status, event) = next_status(
+            &a,
+            &current,
+            "ds2",
+            "tr2",
+            "j",
+            &Decision::Failed {
+                failures: 2,
+                message: "SequenceTooLong: line 7".into(),
+                next_attempt_at: Some(t(100)),
+            },
+            Some(t(1)),
+            Some(t(5)),
+            &t(6),
+        );
+        assert_eq!(status.active_revision.expect("kept").revision, "ad-1");
+        let trained = find(&status.conditions, "Trained").expect("trained");
+        assert_eq!(
+            (trained.status.as_str(), trained.reason.as_str()),
+            ("False", "JobFailed")
+        );
+        assert!(trained.message.contains("2/3"), "{}", trained.message);
+        assert!(trained.message.contains("SequenceTooLong"));
+        assert_eq!(event.expect("event").1, "JobFailed");
+    }
+}

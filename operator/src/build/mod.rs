@@ -1,0 +1,242 @@
+//! Pure functions from resources (and what they reference) to the objects the operator wants in
+//! the cluster. Nothing here talks to the API server, so everything here is unit tested with
+//! inline YAML fixtures.
+
+pub mod index_job;
+pub mod job_result;
+pub mod revision;
+pub mod serving;
+pub mod storage;
+pub mod train_job;
+
+use crate::error::{Error, Result};
+use k8s_openapi::api::core::v1::{
+    Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use std::collections::BTreeMap;
+
+pub const LABEL_CORPUS: &str = "hybrid.dev/corpus";
+pub const LABEL_ADAPTER: &str = "hybrid.dev/adapter";
+pub const LABEL_MODEL: &str = "hybrid.dev/hybridmodel";
+pub const LABEL_REVISION: &str = "hybrid.dev/revision";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "hybrid-operator";
+
+/// Where a Job writes its result, read back from the pod's termination message.
+pub const RESULT_PATH: &str = "/dev/termination-log";
+
+/// Kubernetes object names that end up in label values (`job-name`) must fit 63 characters.
+const MAX_LABEL_VALUE: usize = 63;
+
+/// `<owner>-<kind>-<revision[:10]>`, cut so it stays a valid label value. Deterministic, so a
+/// restarted operator finds the Job it already created instead of starting a second one.
+pub fn revision_object_name(owner: &str, kind: &str, revision: &str) -> String {
+    let rev: String = revision.chars().take(10).collect();
+    let suffix = format!("-{kind}-{rev}");
+    let room = MAX_LABEL_VALUE.saturating_sub(suffix.len());
+    let mut base: String = owner.chars().take(room).collect();
+    while base.ends_with(['-', '.']) {
+        base.pop();
+    }
+    format!("{base}{suffix}")
+}
+
+/// A controller owner reference, so garbage collection removes what the resource owns and the
+/// controller's `owns` watch maps child events back to it.
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
+    owner
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingObjectKey("metadata.uid or metadata.name"))
+}
+
+pub fn namespace_of<K: Resource>(obj: &K) -> Result<String> {
+    obj.meta()
+        .namespace
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))
+}
+
+pub fn name_of<K: Resource>(obj: &K) -> Result<String> {
+    obj.meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))
+}
+
+/// The restricted Pod Security Standard: non-root, no privilege escalation, read-only root,
+/// no capabilities, RuntimeDefault seccomp. Writable paths are emptyDirs.
+pub fn restricted_container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Pod-level half of the restricted profile. 65532 is the distroless `nonroot` user the runtime
+/// image runs as; `fsGroup` makes mounted volumes writable for it.
+pub fn restricted_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        fs_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// CPU and memory as request = limit (predictable scheduling for batch work), GPUs as limits
+/// (extended resources cannot overcommit, the request follows the limit).
+pub fn compute_resources(
+    cpu: Option<&str>,
+    memory: Option<&str>,
+    gpu_resource: &str,
+    gpus: i32,
+) -> Option<ResourceRequirements> {
+    let mut requests = BTreeMap::new();
+    let mut limits = BTreeMap::new();
+    if let Some(cpu) = cpu {
+        requests.insert("cpu".to_owned(), Quantity(cpu.to_owned()));
+        limits.insert("cpu".to_owned(), Quantity(cpu.to_owned()));
+    }
+    if let Some(memory) = memory {
+        requests.insert("memory".to_owned(), Quantity(memory.to_owned()));
+        limits.insert("memory".to_owned(), Quantity(memory.to_owned()));
+    }
+    if gpus > 0 {
+        limits.insert(gpu_resource.to_owned(), Quantity(gpus.to_string()));
+    }
+    if requests.is_empty() && limits.is_empty() {
+        return None;
+    }
+    Some(ResourceRequirements {
+        requests: (!requests.is_empty()).then_some(requests),
+        limits: (!limits.is_empty()).then_some(limits),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Inline YAML fixtures shared by the builder tests.
+    use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    pub fn corpus(yaml: &str) -> Corpus {
+        serde_yaml::from_str(yaml).expect("corpus fixture")
+    }
+    pub fn adapter(yaml: &str) -> Adapter {
+        serde_yaml::from_str(yaml).expect("adapter fixture")
+    }
+    pub fn model(yaml: &str) -> HybridModel {
+        serde_yaml::from_str(yaml).expect("model fixture")
+    }
+    pub fn policy(yaml: &str) -> ServingPolicy {
+        serde_yaml::from_str(yaml).expect("policy fixture")
+    }
+    pub fn config_map(yaml: &str) -> ConfigMap {
+        serde_yaml::from_str(yaml).expect("configmap fixture")
+    }
+
+    pub const FINANCE_CORPUS: &str = r#"
+apiVersion: hybrid.dev/v1alpha1
+kind: Corpus
+metadata: {name: finance-notes, namespace: demo, uid: 1111-corpus, generation: 2}
+spec:
+  sources:
+    - configMap: {name: finance-corpus}
+    - persistentVolumeClaim: {claimName: filings, path: /docs}
+  chunking: {strategy: markdown, size: 256, overlap: 32}
+  embedding: {model: pvc://hybrid-models/all-MiniLM-L6-v2, dimensions: 384}
+  vectorStore:
+    embedded: {storage: pvc://hybrid-artifacts/indexes}
+  retainRevisions: 2
+  indexer:
+    resources: {gpus: 1, gpuResourceName: nvidia.com/gpu, cpu: "2", memory: 4Gi}
+    nodeSelector: {nvidia.com/gpu.present: "true"}
+    tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+"#;
+
+    pub const FINANCE_CM: &str = r##"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: finance-corpus, namespace: demo}
+data:
+  a.md: "# A\nalpha"
+  b.md: "# B\nbeta"
+"##;
+
+    pub const FINANCE_ADAPTER: &str = r#"
+apiVersion: hybrid.dev/v1alpha1
+kind: Adapter
+metadata: {name: finance-compliance, namespace: demo, uid: 2222-adapter, generation: 1}
+spec:
+  baseModel: {source: pvc://hybrid-models/SmolLM2-135M-Instruct.Q4_1.gguf, format: gguf}
+  dataset:
+    - configMap: {name: finance-dataset, keys: [train.jsonl]}
+  method: lora
+  hyperparameters: {rank: 8, alpha: 16, epochs: 2, maxSequenceLength: 256}
+  trainer: {builtin: {}}
+  resources: {gpus: 2, gpuResourceName: amd.com/gpu}
+  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  output: {storage: pvc://hybrid-artifacts/adapters}
+"#;
+
+    pub const FINANCE_DATASET_CM: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: finance-dataset, namespace: demo}
+data:
+  train.jsonl: '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}'
+  README.md: not training data
+"#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_names_fit_a_label_value_and_stay_deterministic() {
+        assert_eq!(
+            revision_object_name("finance-notes", "index", "0123456789abcdef"),
+            "finance-notes-index-0123456789"
+        );
+        let long = "a".repeat(80) + "-b";
+        let name = revision_object_name(&long, "train", "0123456789abcdef");
+        assert!(name.len() <= 63, "{name} is {} long", name.len());
+        assert!(name.ends_with("-train-0123456789"));
+        let dashy = format!("{}-{}", "x".repeat(45), "y".repeat(20));
+        let name = revision_object_name(&dashy, "index", "0123456789");
+        assert!(!name.contains("--"), "{name}");
+    }
+
+    #[test]
+    fn gpus_are_limits_and_cpu_memory_are_requests_and_limits() {
+        let r = compute_resources(Some("2"), Some("4Gi"), "nvidia.com/gpu", 1).expect("some");
+        let limits = r.limits.expect("limits");
+        assert_eq!(limits["nvidia.com/gpu"], Quantity("1".into()));
+        assert_eq!(limits["memory"], Quantity("4Gi".into()));
+        let requests = r.requests.expect("requests");
+        assert!(!requests.contains_key("nvidia.com/gpu"));
+        assert_eq!(requests["cpu"], Quantity("2".into()));
+        assert!(compute_resources(None, None, "nvidia.com/gpu", 0).is_none());
+    }
+}

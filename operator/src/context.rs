@@ -1,0 +1,91 @@
+//! What every reconciler shares: the client, settings, metrics and the Event recorder.
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Periodic resync of a healthy resource: catches drift no watch reports (a ConfigMap edited
+/// while the operator was down is also caught by the first reconcile after start).
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Requeue after a transient error (API server unreachable, conflict).
+pub const TRANSIENT_RETRY: Duration = Duration::from_secs(15);
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image of `hybrid-runtime`, used by index and training Jobs and serving pods.
+    pub runtime_image: String,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Metrics,
+        instance: Option<String>,
+    ) -> Arc<Self> {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "hybrid-operator".into(),
+                instance,
+            },
+        );
+        Arc::new(Self {
+            client,
+            settings,
+            metrics,
+            recorder,
+        })
+    }
+
+    /// Publishes an Event on `obj`. Events are best effort: a failure is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "publishing an Event failed");
+        }
+    }
+}
+
+/// The error policy of every controller: count the failure by its label, and requeue transient
+/// errors. Permanent errors are turned into a Stalled condition by the reconciler itself and
+/// never reach here as errors.
+pub fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |_obj, error, ctx| {
+        ctx.metrics.reconcile_failed(kind, error.label());
+        tracing::warn!(kind, reason = error.label(), %error, "reconcile failed");
+        if error.is_transient() {
+            Action::requeue(TRANSIENT_RETRY)
+        } else {
+            Action::await_change()
+        }
+    }
+}

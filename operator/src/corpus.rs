@@ -1,0 +1,657 @@
+//! Corpus controller: content revision → index Job → active index revision.
+
+use crate::build::index_job::{IndexJobInputs, index_job, index_job_name};
+use crate::build::job_result::{IndexResult, parse_index_report};
+use crate::build::revision::{ConfigMaps, corpus_content_revision};
+use crate::build::{name_of, namespace_of};
+use crate::context::{Context, RESYNC, error_policy};
+use crate::error::{Error, Result};
+use crate::jobs::{self, Decision, Observed, Wanted};
+use crate::status::{Health, apply_status, set_condition, set_health};
+use futures::StreamExt;
+use hybrid_crds::conditions::{reasons, types};
+use hybrid_crds::corpus::IndexRevision;
+use hybrid_crds::{Corpus, CorpusStatus};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use std::sync::Arc;
+
+pub const KIND: &str = "Corpus";
+
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let controller = Controller::new(
+        Api::<Corpus>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    controller
+        .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .watches(
+            Api::<ConfigMap>::all(client),
+            watcher::Config::default(),
+            move |cm| {
+                let (ns, name) = (cm.namespace(), cm.name_any());
+                store
+                    .state()
+                    .iter()
+                    .filter(|c| c.namespace() == ns && references_config_map(c, &name))
+                    .map(|c| ObjectRef::from_obj(&**c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy(KIND), ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+pub fn references_config_map(corpus: &Corpus, name: &str) -> bool {
+    corpus
+        .spec
+        .sources
+        .iter()
+        .any(|s| s.config_map.as_ref().is_some_and(|c| c.name == name))
+}
+
+async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(KIND);
+    let ns = namespace_of(&*corpus)?;
+    let name = name_of(&*corpus)?;
+    let corpora: Api<Corpus> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = corpus.status.clone().unwrap_or_default();
+    let now = crate::status::now();
+
+    // Resolve: the ConfigMaps whose contents make up the revision.
+    let config_maps = read_config_maps(&ctx, &ns, &corpus).await?;
+    let content_revision = match corpus_content_revision(&corpus.spec, &config_maps) {
+        Ok(r) => r,
+        Err(e) if !e.is_transient() => {
+            let status = stalled(&corpus, &current, &e, &now);
+            if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await? {
+                ctx.event(&*corpus, true, e.label(), "ComputeRevision", e.to_string())
+                    .await;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+
+    let job_name = index_job_name(&name, &content_revision);
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let observed = observe(&ctx, &ns, &jobs_api, &job_name).await?;
+    let wanted = Wanted {
+        revision: &content_revision,
+        job_name: &job_name,
+        active_matches: current
+            .active_revision
+            .as_ref()
+            .is_some_and(|a| a.content_revision == content_revision),
+        retry: current.retry.as_ref(),
+        last_job: current.last_job.as_ref(),
+    };
+    let (created, finished) = match &observed {
+        Observed::Finished {
+            created, finished, ..
+        } => (created.clone(), finished.clone()),
+        Observed::Running { created } => (created.clone(), None),
+        Observed::Absent => (None, None),
+    };
+    let decision = jobs::decide(&wanted, observed, now.0);
+
+    let mut action = Action::requeue(RESYNC);
+    let mut started = created;
+    match &decision {
+        Decision::CreateJob => {
+            let previous = current
+                .active_revision
+                .as_ref()
+                .map(|a| a.location.as_str());
+            let job = match index_job(
+                &corpus,
+                &IndexJobInputs {
+                    content_revision: &content_revision,
+                    runtime_image: &ctx.settings.runtime_image,
+                    previous_location: previous,
+                },
+            ) {
+                Ok(job) => job,
+                Err(e) if !e.is_transient() => {
+                    let status = stalled(&corpus, &current, &e, &now);
+                    if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await? {
+                        ctx.event(&*corpus, true, e.label(), "BuildIndexJob", e.to_string())
+                            .await;
+                    }
+                    return Ok(Action::await_change());
+                }
+                Err(e) => return Err(e),
+            };
+            let job = jobs::create_if_absent(&jobs_api, &job).await?;
+            started = job.metadata.creation_timestamp.clone();
+            ctx.metrics.job_started("index");
+            ctx.event(
+                &*corpus,
+                false,
+                reasons::INDEXING,
+                "CreateIndexJob",
+                format!("index Job {job_name} started for content revision {content_revision}"),
+            )
+            .await;
+            action = Action::requeue(jobs::RUNNING_POLL);
+        }
+        Decision::Running => action = Action::requeue(jobs::RUNNING_POLL),
+        Decision::DeleteCountedFailure => {
+            jobs::delete(&jobs_api, &job_name).await?;
+            action = requeue_at(
+                current
+                    .retry
+                    .as_ref()
+                    .and_then(|r| r.next_attempt_at.as_ref()),
+                &now,
+            );
+        }
+        Decision::Failed {
+            next_attempt_at, ..
+        } => {
+            action = match next_attempt_at {
+                Some(until) => requeue_at(Some(until), &now),
+                None => Action::await_change(),
+            };
+        }
+        Decision::WaitForRetry { until } => action = requeue_at(Some(until), &now),
+        Decision::Exhausted => action = Action::await_change(),
+        Decision::UpToDate | Decision::Succeeded(_) => {}
+    }
+
+    let (status, event) = next_status(
+        &corpus,
+        &current,
+        &content_revision,
+        &job_name,
+        &decision,
+        started,
+        finished,
+        &now,
+    );
+    if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await?
+        && let Some((warning, reason, note)) = event
+    {
+        ctx.event(&*corpus, warning, reason, "Reconcile", note)
+            .await;
+    }
+    // Only once the failure is recorded (with the Job's creation time, so it is never counted
+    // twice) is the Job deleted, making room for the retry under the same name.
+    if let Decision::Failed {
+        next_attempt_at: Some(_),
+        ..
+    } = &decision
+    {
+        jobs::delete(&jobs_api, &job_name).await?;
+    }
+    Ok(action)
+}
+
+/// The status the decision leads to, and the Event worth publishing if it is written.
+#[allow(clippy::too_many_arguments)]
+pub fn next_status(
+    corpus: &Corpus,
+    current: &CorpusStatus,
+    content_revision: &str,
+    job_name: &str,
+    decision: &Decision<IndexResult>,
+    started: Option<Time>,
+    finished: Option<Time>,
+    now: &Time,
+) -> (CorpusStatus, Option<(bool, &'static str, String)>) {
+    let generation = corpus.metadata.generation;
+    let mut status = current.clone();
+    status.observed_generation = generation;
+    status.content_revision = Some(content_revision.to_owned());
+    let mut event = None;
+    let active = status
+        .active_revision
+        .as_ref()
+        .map(|a| a.revision.clone())
+        .unwrap_or_else(|| "none".into());
+    let (health, indexed) = match decision {
+        Decision::UpToDate => {
+            status.retry = None;
+            status.progress = None;
+            let msg = status
+                .active_revision
+                .as_ref()
+                .map(active_message)
+                .unwrap_or_default();
+            (
+                Health::ready(reasons::SUCCEEDED, msg.clone()),
+                (true, reasons::SUCCEEDED, msg),
+            )
+        }
+        Decision::CreateJob | Decision::Running => {
+            status.last_job = Some(jobs::record(
+                job_name,
+                content_revision,
+                "Running",
+                started,
+                None,
+                None,
+            ));
+            let msg = format!(
+                "index Job {job_name} builds content revision {content_revision}; revision {active} stays active"
+            );
+            (
+                Health::reconciling(reasons::INDEXING, msg.clone()),
+                (false, reasons::INDEXING, msg),
+            )
+        }
+        Decision::Succeeded(result) => {
+            let revision = IndexRevision {
+                revision: result.revision.clone(),
+                content_revision: content_revision.to_owned(),
+                location: result.location.clone(),
+                documents: result.documents as i64,
+                chunks: result.chunks as i64,
+                job: Some(job_name.to_owned()),
+                created_at: finished.clone().or_else(|| Some(now.clone())),
+            };
+            if let Some(previous) = status.active_revision.replace(revision) {
+                status.previous_revisions.insert(0, previous);
+            }
+            status
+                .previous_revisions
+                .truncate(corpus.spec.retain_revisions.max(0) as usize);
+            status.retry = None;
+            status.progress = None;
+            status.last_job = Some(jobs::record(
+                job_name,
+                content_revision,
+                "Succeeded",
+                started,
+                finished,
+                None,
+            ));
+            // The condition message is the one later passes derive again, so the next
+            // reconcile writes nothing; the Event carries the run's details.
+            let msg = status
+                .active_revision
+                .as_ref()
+                .map(active_message)
+                .unwrap_or_default();
+            event = Some((
+                false,
+                reasons::SUCCEEDED,
+                format!(
+                    "{msg} ({} chunks reused, {} embedded)",
+                    result.reused, result.reembedded
+                ),
+            ));
+            (
+                Health::ready(reasons::SUCCEEDED, msg.clone()),
+                (true, reasons::SUCCEEDED, msg),
+            )
+        }
+        Decision::Failed {
+            failures,
+            message,
+            next_attempt_at,
+        } => {
+            status.last_job = Some(jobs::record(
+                job_name,
+                content_revision,
+                "Failed",
+                started,
+                finished,
+                Some(message.clone()),
+            ));
+            status.retry = Some(hybrid_crds::common::RetryState {
+                revision: content_revision.to_owned(),
+                failures: *failures,
+                next_attempt_at: next_attempt_at.clone(),
+            });
+            failure_health(
+                &mut event,
+                *failures,
+                message,
+                &active,
+                next_attempt_at.is_some(),
+            )
+        }
+        Decision::DeleteCountedFailure | Decision::WaitForRetry { .. } | Decision::Exhausted => {
+            let failures = status.retry.as_ref().map_or(0, |r| r.failures);
+            let message = status
+                .last_job
+                .as_ref()
+                .and_then(|j| j.message.clone())
+                .unwrap_or_default();
+            let retrying = !matches!(decision, Decision::Exhausted);
+            let mut no_event = None;
+            failure_health(&mut no_event, failures, &message, &active, retrying)
+        }
+    };
+    set_health(&mut status.conditions, &health, generation, now);
+    set_condition(
+        &mut status.conditions,
+        types::INDEXED,
+        indexed.0,
+        indexed.1,
+        &indexed.2,
+        generation,
+        now,
+    );
+    (status, event)
+}
+
+fn active_message(active: &IndexRevision) -> String {
+    format!(
+        "index revision {} is active: {} documents, {} chunks",
+        active.revision, active.documents, active.chunks
+    )
+}
+
+fn failure_health(
+    event: &mut Option<(bool, &'static str, String)>,
+    failures: i32,
+    message: &str,
+    active: &str,
+    retrying: bool,
+) -> (Health, (bool, &'static str, String)) {
+    if retrying {
+        let msg = format!(
+            "index Job failed ({failures}/{} attempts): {message}; revision {active} stays active, retrying with backoff",
+            jobs::MAX_ATTEMPTS
+        );
+        *event = Some((true, reasons::JOB_FAILED, msg.clone()));
+        (
+            Health::reconciling(reasons::JOB_FAILED, msg.clone()),
+            (false, reasons::JOB_FAILED, msg),
+        )
+    } else {
+        let msg = format!(
+            "index Job failed {failures} times, last: {message}; revision {active} stays active. Fix the sources or spec to try a new revision"
+        );
+        *event = Some((true, reasons::RETRY_BUDGET_EXHAUSTED, msg.clone()));
+        (
+            Health::stalled(reasons::RETRY_BUDGET_EXHAUSTED, msg.clone()),
+            (false, reasons::RETRY_BUDGET_EXHAUSTED, msg),
+        )
+    }
+}
+
+fn stalled(corpus: &Corpus, current: &CorpusStatus, e: &Error, now: &Time) -> CorpusStatus {
+    let mut status = current.clone();
+    let generation = corpus.metadata.generation;
+    status.observed_generation = generation;
+    let health = Health::stalled(e.label(), e.to_string());
+    set_health(&mut status.conditions, &health, generation, now);
+    set_condition(
+        &mut status.conditions,
+        types::INDEXED,
+        false,
+        e.label(),
+        &e.to_string(),
+        generation,
+        now,
+    );
+    status
+}
+
+async fn read_config_maps(ctx: &Context, ns: &str, corpus: &Corpus) -> Result<ConfigMaps> {
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+    let mut out = ConfigMaps::new();
+    for source in corpus
+        .spec
+        .sources
+        .iter()
+        .filter_map(|s| s.config_map.as_ref())
+    {
+        if let Some(cm) = api.get_opt(&source.name).await? {
+            out.insert(source.name.clone(), cm);
+        }
+    }
+    Ok(out)
+}
+
+async fn observe(
+    ctx: &Context,
+    ns: &str,
+    jobs_api: &Api<Job>,
+    job_name: &str,
+) -> Result<Observed<IndexResult>> {
+    let Some(job) = jobs_api.get_opt(job_name).await? else {
+        return Ok(Observed::Absent);
+    };
+    let created = job.metadata.creation_timestamp.clone();
+    let finished = jobs::finished_at(&job);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let outcome = match jobs::job_phase(&job) {
+        jobs::JobPhase::Running => return Ok(Observed::Running { created }),
+        jobs::JobPhase::Succeeded => {
+            let message = jobs::termination_message(&pods, job_name, "index").await?;
+            match parse_index_report(&message) {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(failure)) => Err(failure.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        jobs::JobPhase::Failed => {
+            let message = jobs::termination_message(&pods, job_name, "index").await?;
+            Err(match parse_index_report(&message) {
+                Ok(Err(failure)) => failure.to_string(),
+                // FallbackToLogsOnError: a crash leaves the log tail instead of JSON.
+                _ if message.trim().is_empty() => {
+                    "the index pod failed without a message".to_owned()
+                }
+                _ => message.chars().take(1000).collect(),
+            })
+        }
+    };
+    Ok(Observed::Finished {
+        created,
+        finished,
+        outcome,
+    })
+}
+
+pub(crate) fn requeue_at(until: Option<&Time>, now: &Time) -> Action {
+    match until {
+        Some(until) => {
+            let wait = until.0.duration_since(now.0).as_secs().max(1);
+            Action::requeue(std::time::Duration::from_secs(wait as u64))
+        }
+        None => Action::requeue(jobs::BASE_BACKOFF),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::{FINANCE_CORPUS, corpus};
+    use crate::status::is_true;
+
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("ts"))
+    }
+
+    fn result(rev: &str) -> IndexResult {
+        IndexResult {
+            revision: rev.into(),
+            documents: 10,
+            chunks: 100,
+            reused: 90,
+            reembedded: 10,
+            duration_seconds: 2.0,
+            location: format!("/pvc/hybrid-artifacts/indexes/{rev}.tar.gz"),
+        }
+    }
+
+    fn active(rev: &str, content: &str) -> IndexRevision {
+        IndexRevision {
+            revision: rev.into(),
+            content_revision: content.into(),
+            location: format!("/pvc/x/{rev}.tar.gz"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn success_promotes_and_keeps_retain_revisions_previous() {
+        let c = corpus(FINANCE_CORPUS); // retainRevisions: 2
+        let current = CorpusStatus {
+            active_revision: Some(active("ix-3", "c3")),
+            previous_revisions: vec![active("ix-2", "c2"), active("ix-1", "c1")],
+            ..Default::default()
+        };
+        let (status, event) = next_status(
+            &c,
+            &current,
+            "c4",
+            "finance-notes-index-c4",
+            &Decision::Succeeded(result("ix-4")),
+            Some(t(1)),
+            Some(t(9)),
+            &t(10),
+        );
+        let a = status.active_revision.clone().expect("active");
+        assert_eq!(
+            (a.revision.as_str(), a.content_revision.as_str()),
+            ("ix-4", "c4")
+        );
+        assert_eq!(a.documents, 10);
+        let prev: Vec<_> = status
+            .previous_revisions
+            .iter()
+            .map(|r| r.revision.as_str())
+            .collect();
+        assert_eq!(
+            prev,
+            ["ix-3", "ix-2"],
+            "newest first, trimmed to retainRevisions"
+        );
+        assert!(is_true(&status.conditions, "Ready"));
+        assert!(is_true(&status.conditions, "Indexed"));
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(status.last_job.clone().expect("job").outcome, "Succeeded");
+        assert!(event.is_some());
+        let (again, event) = next_status(
+            &c,
+            &status,
+            "c4",
+            "finance-notes-index-c4",
+            &Decision::UpToDate,
+            None,
+            None,
+            &t(20),
+        );
+        assert_eq!(again, status, "the pass after a promotion writes nothing");
+        assert!(event.is_none());
+    }
+
+    #[test]
+    fn failure_keeps_the_active_revision_and_records_the_message() {
+        let c = corpus(FINANCE_CORPUS);
+        let current = CorpusStatus {
+            active_revision: Some(active("ix-3", "c3")),
+            ..Default::default()
+        };
+        let (status, event) = next_status(
+            &c,
+            &current,
+            "c4",
+            "finance-notes-index-c4",
+            &Decision::Failed {
+                failures: 1,
+                message: "EmptyCorpus: no text".into(),
+                next_attempt_at: Some(t(40)),
+            },
+            Some(t(1)),
+            Some(t(9)),
+            &t(10),
+        );
+        assert_eq!(status.active_revision.expect("kept").revision, "ix-3");
+        assert_eq!(
+            status.last_job.expect("job").message.as_deref(),
+            Some("EmptyCorpus: no text")
+        );
+        let retry = status.retry.expect("retry");
+        assert_eq!((retry.revision.as_str(), retry.failures), ("c4", 1));
+        assert!(is_true(&status.conditions, "Reconciling"));
+        assert!(!is_true(&status.conditions, "Stalled"));
+        let ready = crate::status::find(&status.conditions, "Ready").expect("ready");
+        assert_eq!(ready.reason, "JobFailed");
+        assert!(
+            ready.message.contains("ix-3 stays active"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(event.expect("event").1, "JobFailed");
+    }
+
+    #[test]
+    fn spent_budget_is_stalled() {
+        let c = corpus(FINANCE_CORPUS);
+        let (status, _) = next_status(
+            &c,
+            &CorpusStatus::default(),
+            "c4",
+            "finance-notes-index-c4",
+            &Decision::Failed {
+                failures: 3,
+                message: "boom".into(),
+                next_attempt_at: None,
+            },
+            None,
+            None,
+            &t(10),
+        );
+        assert!(is_true(&status.conditions, "Stalled"));
+        assert_eq!(
+            crate::status::find(&status.conditions, "Stalled")
+                .expect("s")
+                .reason,
+            "RetryBudgetExhausted"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_corpus_gives_an_identical_status() {
+        let c = corpus(FINANCE_CORPUS);
+        let current = CorpusStatus {
+            active_revision: Some(active("ix-3", "c3")),
+            ..Default::default()
+        };
+        let (first, _) = next_status(
+            &c,
+            &current,
+            "c3",
+            "j",
+            &Decision::UpToDate,
+            None,
+            None,
+            &t(10),
+        );
+        let (second, event) = next_status(
+            &c,
+            &first,
+            "c3",
+            "j",
+            &Decision::UpToDate,
+            None,
+            None,
+            &t(20),
+        );
+        assert_eq!(first, second, "nothing to write on the second pass");
+        assert!(event.is_none());
+    }
+
+    #[test]
+    fn configmap_references_are_found() {
+        let c = corpus(FINANCE_CORPUS);
+        assert!(references_config_map(&c, "finance-corpus"));
+        assert!(!references_config_map(&c, "filings"));
+    }
+}

@@ -1,0 +1,425 @@
+//! HybridModel controller: resolve the Corpus, Adapter and ServingPolicy references, validate,
+//! build the runtime config, Deployment, Service and PDB, apply them, report status.
+
+use crate::build::serving::{
+    ServingInputs, ServingObjects, endpoint, selector_string, serving_objects, top_k,
+};
+use crate::build::{name_of, namespace_of};
+use crate::context::{Context, RESYNC, error_policy};
+use crate::error::{Error, Result};
+use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
+use futures::StreamExt;
+use hybrid_crds::conditions::{reasons, types};
+use hybrid_crds::model::{AdapterLineage, IndexLineage, Lineage, LoadedRevisions, NamedRevision};
+use hybrid_crds::{Adapter, Corpus, HybridModel, HybridModelStatus, ServingPolicy};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+pub const KIND: &str = "HybridModel";
+
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default;
+    let controller = Controller::new(Api::<HybridModel>::all(client.clone()), wc());
+    let store = controller.store();
+    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    controller
+        .owns(Api::<Deployment>::all(client.clone()), wc())
+        .owns(Api::<Service>::all(client.clone()), wc())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), wc())
+        .owns(Api::<ConfigMap>::all(client.clone()), wc())
+        .watches(
+            Api::<Corpus>::all(client.clone()),
+            wc(),
+            move |c: Corpus| {
+                referencing(&s1, &c, |m, name| {
+                    m.spec.corpus_refs.iter().any(|r| r.name == name)
+                })
+            },
+        )
+        .watches(
+            Api::<Adapter>::all(client.clone()),
+            wc(),
+            move |a: Adapter| {
+                referencing(&s2, &a, |m, name| {
+                    m.spec.adapter_refs.iter().any(|r| r.name == name)
+                })
+            },
+        )
+        .watches(
+            Api::<ServingPolicy>::all(client),
+            wc(),
+            move |p: ServingPolicy| {
+                referencing(&s3, &p, |m, name| m.spec.serving_policy_ref.name == name)
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy(KIND), ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// HybridModels in the same namespace whose spec references `obj`.
+fn referencing<K: Resource>(
+    store: &Store<HybridModel>,
+    obj: &K,
+    refers: impl Fn(&HybridModel, &str) -> bool,
+) -> Vec<ObjectRef<HybridModel>> {
+    let (ns, name) = (
+        obj.meta().namespace.clone(),
+        obj.meta().name.clone().unwrap_or_default(),
+    );
+    store
+        .state()
+        .iter()
+        .filter(|m| m.namespace() == ns && refers(m, &name))
+        .map(|m| ObjectRef::from_obj(&**m))
+        .collect()
+}
+
+async fn get_ref<K>(ns: &str, ctx: &Context, kind: &'static str, name: &str) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| Error::ReferenceNotFound {
+            kind,
+            name: name.to_owned(),
+        })
+}
+
+async fn resolve(
+    ctx: &Context,
+    ns: &str,
+    model: &HybridModel,
+) -> Result<(ServingPolicy, Vec<Adapter>, Vec<Corpus>)> {
+    let policy = get_ref(
+        ns,
+        ctx,
+        "ServingPolicy",
+        &model.spec.serving_policy_ref.name,
+    )
+    .await?;
+    let mut adapters = Vec::new();
+    for r in &model.spec.adapter_refs {
+        adapters.push(get_ref(ns, ctx, "Adapter", &r.name).await?);
+    }
+    let mut corpora = Vec::new();
+    for r in &model.spec.corpus_refs {
+        corpora.push(get_ref(ns, ctx, "Corpus", &r.name).await?);
+    }
+    Ok((policy, adapters, corpora))
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let name = obj
+        .meta()
+        .name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    // SSA needs apiVersion and kind in the body; typed k8s-openapi structs leave them out.
+    let mut body = serde_json::to_value(obj)?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    Ok(Api::<K>::namespaced(ctx.client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?)
+}
+
+async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer(KIND);
+    let ns = namespace_of(&*model)?;
+    let name = name_of(&*model)?;
+    let api: Api<HybridModel> = Api::namespaced(ctx.client.clone(), &ns);
+    let current = model.status.clone().unwrap_or_default();
+    let now = crate::status::now();
+
+    let built = match resolve(&ctx, &ns, &model)
+        .await
+        .and_then(|(policy, adapters, corpora)| {
+            let objects = serving_objects(&ServingInputs {
+                model: &model,
+                policy: &policy,
+                adapters: &adapters,
+                corpora: &corpora,
+                runtime_image: &ctx.settings.runtime_image,
+            })?;
+            Ok((objects, adapters, corpora, policy))
+        }) {
+        Ok(b) => b,
+        Err(e) if !e.is_transient() => {
+            let status = blocked_status(&model, &current, &e, &now);
+            if apply_status(&api, &*model, model.status.as_ref(), &status).await? {
+                let warning = !matches!(e, Error::DependencyNotReady { .. });
+                ctx.event(&*model, warning, e.label(), "Resolve", e.to_string())
+                    .await;
+            }
+            return Ok(Action::await_change());
+        }
+        Err(e) => return Err(e),
+    };
+    let (objects, adapters, corpora, policy) = built;
+
+    apply(&ctx, &ns, &objects.config_map).await?;
+    apply(&ctx, &ns, &objects.service).await?;
+    apply(&ctx, &ns, &objects.pdb).await?;
+    let deployment = apply(&ctx, &ns, &objects.deployment).await?;
+
+    let status = serving_status(
+        &model,
+        &current,
+        &objects,
+        &deployment,
+        &adapters,
+        &corpora,
+        &policy,
+        &name,
+        &ns,
+        &now,
+    );
+    let rolled_out = crate::status::is_true(&status.conditions, types::SERVING);
+    apply_status(&api, &*model, model.status.as_ref(), &status).await?;
+    Ok(if rolled_out {
+        Action::requeue(RESYNC)
+    } else {
+        // Deployment status changes arrive through the owns() watch; this is the safety net.
+        Action::requeue(std::time::Duration::from_secs(30))
+    })
+}
+
+/// Status when references cannot be resolved or validated: missing references and base-model
+/// mismatches are Stalled; dependencies without an active revision yet are Reconciling.
+/// What is already deployed is left running as it is.
+pub fn blocked_status(
+    model: &HybridModel,
+    current: &HybridModelStatus,
+    e: &Error,
+    now: &Time,
+) -> HybridModelStatus {
+    let generation = model.metadata.generation;
+    let mut status = current.clone();
+    status.observed_generation = generation;
+    let health = match e {
+        Error::DependencyNotReady { .. } => Health::reconciling(e.label(), e.to_string()),
+        _ => Health::stalled(e.label(), e.to_string()),
+    };
+    set_health(&mut status.conditions, &health, generation, now);
+    status
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn serving_status(
+    model: &HybridModel,
+    current: &HybridModelStatus,
+    objects: &ServingObjects,
+    deployment: &Deployment,
+    adapters: &[Adapter],
+    corpora: &[Corpus],
+    policy: &ServingPolicy,
+    name: &str,
+    ns: &str,
+    now: &Time,
+) -> HybridModelStatus {
+    let generation = model.metadata.generation;
+    let mut status = current.clone();
+    status.observed_generation = generation;
+    let ds = deployment.status.clone().unwrap_or_default();
+    let wanted = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let available = ds.available_replicas.unwrap_or(0);
+    let updated = ds.updated_replicas.unwrap_or(0);
+    let current_generation = ds.observed_generation >= deployment.metadata.generation;
+    status.replicas = Some(ds.replicas.unwrap_or(0));
+    status.available_replicas = Some(available);
+    status.selector = Some(selector_string(name));
+    status.endpoint = Some(endpoint(name, ns));
+    status.top_k = Some(top_k(model, policy));
+    status.serving_revision = Some(objects.serving_revision.clone());
+    status.desired = Some(LoadedRevisions {
+        adapters: objects
+            .config
+            .adapters
+            .iter()
+            .map(|a| NamedRevision {
+                name: a.name.clone(),
+                revision: a.revision.clone(),
+            })
+            .collect(),
+        indexes: objects
+            .config
+            .indexes
+            .iter()
+            .map(|i| NamedRevision {
+                name: i.corpus.clone(),
+                revision: i.revision.clone(),
+            })
+            .collect(),
+    });
+    status.lineage = Some(Lineage {
+        adapters: adapters
+            .iter()
+            .filter_map(|a| {
+                let active = a.status.as_ref()?.active_revision.as_ref()?;
+                Some(AdapterLineage {
+                    adapter: a.name_any(),
+                    dataset_digest: active.dataset_digest.clone(),
+                    training_job: active.job.clone(),
+                    revision: active.revision.clone(),
+                })
+            })
+            .collect(),
+        indexes: corpora
+            .iter()
+            .filter_map(|c| {
+                let active = c.status.as_ref()?.active_revision.as_ref()?;
+                Some(IndexLineage {
+                    corpus: c.name_any(),
+                    content_revision: Some(active.content_revision.clone()),
+                    index_job: active.job.clone(),
+                    revision: active.revision.clone(),
+                })
+            })
+            .collect(),
+        serving_revision: Some(objects.serving_revision.clone()),
+    });
+
+    let (serving, reason, message) = if wanted == 0 {
+        (
+            true,
+            reasons::SUCCEEDED,
+            "scaled to zero replicas".to_owned(),
+        )
+    } else if available == 0 {
+        (
+            false,
+            reasons::UNAVAILABLE,
+            format!("0/{wanted} serving pods available"),
+        )
+    } else if !current_generation || updated < wanted || available < wanted {
+        (
+            false,
+            reasons::ROLLING_OUT,
+            format!("{updated}/{wanted} pods updated, {available}/{wanted} available"),
+        )
+    } else {
+        (
+            true,
+            reasons::SUCCEEDED,
+            format!(
+                "{available}/{wanted} pods available with serving revision {}; loaded revisions are not yet verified against the pods",
+                objects.serving_revision
+            ),
+        )
+    };
+    set_condition(
+        &mut status.conditions,
+        types::SERVING,
+        serving,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    let health = if serving {
+        Health::ready(reason, message)
+    } else {
+        Health::reconciling(reason, message)
+    };
+    set_health(&mut status.conditions, &health, generation, now);
+    if policy.spec.autoscaling.enabled {
+        set_condition(
+            &mut status.conditions,
+            types::AUTOSCALING,
+            false,
+            reasons::METRICS_UNAVAILABLE,
+            "the latency autoscaler is not implemented in this operator version; replicas stay at the policy minimum",
+            generation,
+            now,
+        );
+    } else {
+        set_condition(
+            &mut status.conditions,
+            types::AUTOSCALING,
+            false,
+            reasons::AUTOSCALING_DISABLED,
+            "spec.replicas (or an HPA through /scale) decides replicas",
+            generation,
+            now,
+        );
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::model;
+    use crate::status::{find, is_true};
+
+    const MODEL: &str = r#"
+apiVersion: hybrid.dev/v1alpha1
+kind: HybridModel
+metadata: {name: advisor, namespace: demo, uid: u1, generation: 3}
+spec:
+  model: {source: pvc://m/base.gguf}
+  servingPolicyRef: {name: p}
+"#;
+
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("ts"))
+    }
+
+    #[test]
+    fn missing_reference_stalls_and_unready_dependency_reconciles() {
+        let m = model(MODEL);
+        let missing = Error::ReferenceNotFound {
+            kind: "ServingPolicy",
+            name: "p".into(),
+        };
+        let s = blocked_status(&m, &HybridModelStatus::default(), &missing, &t(1));
+        assert!(is_true(&s.conditions, "Stalled"));
+        assert_eq!(
+            find(&s.conditions, "Ready").expect("r").reason,
+            "ReferenceNotFound"
+        );
+        assert_eq!(s.observed_generation, Some(3));
+
+        let waiting = Error::DependencyNotReady {
+            kind: "Corpus",
+            name: "c".into(),
+            message: "no index revision yet".into(),
+        };
+        let s = blocked_status(&m, &s, &waiting, &t(2));
+        assert!(is_true(&s.conditions, "Reconciling"));
+        assert!(!is_true(&s.conditions, "Stalled"));
+    }
+}

@@ -1,0 +1,413 @@
+//! The Job-driven state machine shared by Corpus (index Jobs) and Adapter (training Jobs).
+//!
+//! unchanged revision → nothing; new revision → create its Job (deterministic name, created only
+//! if absent); Job succeeded → promote its result; Job failed → keep the active revision, count
+//! the failure, delete the Job and create it again after an exponential backoff; after
+//! [`MAX_ATTEMPTS`] failures → Stalled until the revision changes.
+
+use crate::error::{Error, Result};
+use hybrid_crds::common::{JobRecord, RetryState};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use std::time::Duration;
+
+/// Failed attempts at one revision before the resource is Stalled.
+pub const MAX_ATTEMPTS: i32 = 3;
+/// First retry delay; doubled after each failure.
+pub const BASE_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// How often a running Job is looked at even without a watch event (progress, lost events).
+pub const RUNNING_POLL: Duration = Duration::from_secs(30);
+
+pub fn backoff(failures: i32) -> Duration {
+    let exp = failures.saturating_sub(1).clamp(0, 16) as u32;
+    BASE_BACKOFF
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(MAX_BACKOFF)
+}
+
+/// What the cluster shows of the Job for the wanted revision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed<R> {
+    Absent,
+    Running {
+        created: Option<Time>,
+    },
+    /// Finished; `Err` carries the failure message (runtime error, unreadable result, ...).
+    Finished {
+        created: Option<Time>,
+        finished: Option<Time>,
+        outcome: std::result::Result<R, String>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision<R> {
+    /// The active revision was built from the wanted inputs.
+    UpToDate,
+    /// Create the Job now.
+    CreateJob,
+    /// A Job runs; wait for it.
+    Running,
+    /// The Job succeeded with this result: promote it.
+    Succeeded(R),
+    /// A failure not counted yet. `next_attempt_at` is None when the budget is spent.
+    Failed {
+        failures: i32,
+        message: String,
+        next_attempt_at: Option<Time>,
+    },
+    /// The failed Job was already counted; delete it so the retry can create it again.
+    DeleteCountedFailure,
+    /// Back off until this time, then create the Job again.
+    WaitForRetry { until: Time },
+    /// The retry budget of this revision is spent.
+    Exhausted,
+}
+
+pub struct Wanted<'a> {
+    pub revision: &'a str,
+    pub job_name: &'a str,
+    /// Whether the active revision was built from exactly these inputs.
+    pub active_matches: bool,
+    pub retry: Option<&'a RetryState>,
+    pub last_job: Option<&'a JobRecord>,
+}
+
+pub fn decide<R>(wanted: &Wanted<'_>, observed: Observed<R>, now: Timestamp) -> Decision<R> {
+    if wanted.active_matches {
+        return Decision::UpToDate;
+    }
+    let retry = wanted.retry.filter(|r| r.revision == wanted.revision);
+    let failures = retry.map_or(0, |r| r.failures);
+    match observed {
+        Observed::Finished {
+            outcome: Ok(result),
+            ..
+        } => Decision::Succeeded(result),
+        Observed::Finished {
+            created,
+            outcome: Err(message),
+            ..
+        } => {
+            let counted = wanted.last_job.is_some_and(|j| {
+                j.name == wanted.job_name
+                    && j.revision == wanted.revision
+                    && j.outcome == "Failed"
+                    && j.started_at == created
+            });
+            if counted {
+                if failures >= MAX_ATTEMPTS {
+                    Decision::Exhausted
+                } else {
+                    Decision::DeleteCountedFailure
+                }
+            } else {
+                let failures = failures + 1;
+                let delay = SignedDuration::from_secs(backoff(failures).as_secs() as i64);
+                let next_attempt_at = (failures < MAX_ATTEMPTS)
+                    .then(|| Time(now.saturating_add(delay).unwrap_or(Timestamp::MAX)));
+                Decision::Failed {
+                    failures,
+                    message,
+                    next_attempt_at,
+                }
+            }
+        }
+        Observed::Running { .. } => Decision::Running,
+        Observed::Absent => {
+            if failures >= MAX_ATTEMPTS {
+                Decision::Exhausted
+            } else if let Some(until) = retry.and_then(|r| r.next_attempt_at.clone())
+                && until.0 > now
+            {
+                Decision::WaitForRetry { until }
+            } else {
+                Decision::CreateJob
+            }
+        }
+    }
+}
+
+/// Whether a Job finished, and how.
+pub enum JobPhase {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+pub fn job_phase(job: &Job) -> JobPhase {
+    let status = job.status.as_ref();
+    let condition = |t: &str| {
+        status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == t && c.status == "True"))
+    };
+    if condition("Complete") || status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+        JobPhase::Succeeded
+    } else if condition("Failed") {
+        JobPhase::Failed
+    } else {
+        JobPhase::Running
+    }
+}
+
+pub fn finished_at(job: &Job) -> Option<Time> {
+    let status = job.status.as_ref()?;
+    status.completion_time.clone().or_else(|| {
+        status
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")
+            .and_then(|c| c.last_transition_time.clone())
+    })
+}
+
+/// The termination message of the Job's (newest) pod, empty when there is none.
+pub async fn termination_message(
+    pods: &Api<Pod>,
+    job_name: &str,
+    container: &str,
+) -> Result<String> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .await?;
+    let newest = list
+        .items
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    Ok(newest
+        .and_then(|p| p.status.as_ref())
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == container))
+        .and_then(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+        })
+        .and_then(|t| t.message.clone())
+        .unwrap_or_default())
+}
+
+/// Creates the Job unless it exists. Jobs are created, never applied: their pod template is
+/// immutable, and the name already pins the revision.
+pub async fn create_if_absent(jobs: &Api<Job>, job: &Job) -> Result<Job> {
+    match jobs.create(&PostParams::default(), job).await {
+        Ok(created) => Ok(created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let name = job
+                .metadata
+                .name
+                .as_deref()
+                .ok_or(Error::MissingObjectKey("metadata.name"))?;
+            Ok(jobs.get(name).await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a Job and its pods (after their result was recorded).
+pub async fn delete(jobs: &Api<Job>, name: &str) -> Result<()> {
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    match jobs.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The JobRecord of a Job in a given outcome.
+pub fn record(
+    name: &str,
+    revision: &str,
+    outcome: &str,
+    started_at: Option<Time>,
+    finished_at: Option<Time>,
+    message: Option<String>,
+) -> JobRecord {
+    JobRecord {
+        name: name.to_owned(),
+        revision: revision.to_owned(),
+        outcome: outcome.to_owned(),
+        started_at,
+        finished_at,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).expect("ts"))
+    }
+
+    fn wanted<'a>(retry: Option<&'a RetryState>, last: Option<&'a JobRecord>) -> Wanted<'a> {
+        Wanted {
+            revision: "rev2",
+            job_name: "c-index-rev2",
+            active_matches: false,
+            retry,
+            last_job: last,
+        }
+    }
+
+    fn failed(created: i64) -> Observed<u32> {
+        Observed::Finished {
+            created: Some(t(created)),
+            finished: Some(t(created + 5)),
+            outcome: Err("EmptyCorpus: no text".into()),
+        }
+    }
+
+    #[test]
+    fn unchanged_revision_does_nothing_even_with_a_job_around() {
+        let w = Wanted {
+            active_matches: true,
+            ..wanted(None, None)
+        };
+        assert_eq!(
+            decide(&w, failed(1), Timestamp::UNIX_EPOCH),
+            Decision::UpToDate
+        );
+        assert_eq!(
+            decide::<u32>(&w, Observed::Absent, Timestamp::UNIX_EPOCH),
+            Decision::UpToDate
+        );
+    }
+
+    #[test]
+    fn new_revision_creates_then_waits_then_promotes() {
+        let w = wanted(None, None);
+        let now = Timestamp::from_second(100).expect("ts");
+        assert_eq!(
+            decide::<u32>(&w, Observed::Absent, now),
+            Decision::CreateJob
+        );
+        assert_eq!(
+            decide::<u32>(
+                &w,
+                Observed::Running {
+                    created: Some(t(90))
+                },
+                now
+            ),
+            Decision::Running
+        );
+        let done = Observed::Finished {
+            created: Some(t(90)),
+            finished: Some(t(99)),
+            outcome: Ok(7u32),
+        };
+        assert_eq!(decide(&w, done, now), Decision::Succeeded(7));
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_then_exhaust_the_budget() {
+        let now = Timestamp::from_second(1000).expect("ts");
+        // First failure.
+        let d = decide(&wanted(None, None), failed(900), now);
+        let Decision::Failed {
+            failures,
+            next_attempt_at,
+            message,
+        } = d
+        else {
+            panic!("expected a failure, got {d:?}");
+        };
+        assert_eq!((failures, message.as_str()), (1, "EmptyCorpus: no text"));
+        assert_eq!(next_attempt_at, Some(t(1030)));
+
+        // The same failed Job seen again is not counted twice.
+        let retry = RetryState {
+            revision: "rev2".into(),
+            failures: 1,
+            next_attempt_at: Some(t(1030)),
+        };
+        let last = record("c-index-rev2", "rev2", "Failed", Some(t(900)), None, None);
+        assert_eq!(
+            decide(&wanted(Some(&retry), Some(&last)), failed(900), now),
+            Decision::DeleteCountedFailure
+        );
+        // Deleted, backoff pending: wait; after it: create again.
+        assert_eq!(
+            decide::<u32>(&wanted(Some(&retry), Some(&last)), Observed::Absent, now),
+            Decision::WaitForRetry { until: t(1030) }
+        );
+        let later = Timestamp::from_second(1031).expect("ts");
+        assert_eq!(
+            decide::<u32>(&wanted(Some(&retry), Some(&last)), Observed::Absent, later),
+            Decision::CreateJob
+        );
+
+        // Second failure (a new Job, created later): 60 s.
+        let d = decide(&wanted(Some(&retry), Some(&last)), failed(1040), later);
+        assert!(
+            matches!(&d, Decision::Failed { failures: 2, next_attempt_at: Some(at), .. } if *at == t(1091)),
+            "{d:?}"
+        );
+
+        // Third failure spends the budget.
+        let retry2 = RetryState {
+            failures: 2,
+            ..retry.clone()
+        };
+        let d = decide(&wanted(Some(&retry2), Some(&last)), failed(1200), later);
+        assert!(
+            matches!(
+                &d,
+                Decision::Failed {
+                    failures: 3,
+                    next_attempt_at: None,
+                    ..
+                }
+            ),
+            "{d:?}"
+        );
+        let retry3 = RetryState {
+            failures: 3,
+            next_attempt_at: None,
+            ..retry
+        };
+        assert_eq!(
+            decide::<u32>(&wanted(Some(&retry3), Some(&last)), Observed::Absent, later),
+            Decision::Exhausted
+        );
+    }
+
+    #[test]
+    fn a_new_revision_starts_a_fresh_budget() {
+        let old = RetryState {
+            revision: "rev1".into(),
+            failures: 3,
+            next_attempt_at: None,
+        };
+        assert_eq!(
+            decide::<u32>(
+                &wanted(Some(&old), None),
+                Observed::Absent,
+                Timestamp::UNIX_EPOCH
+            ),
+            Decision::CreateJob
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_secs(30));
+        assert_eq!(backoff(2), Duration::from_secs(60));
+        assert_eq!(backoff(3), Duration::from_secs(120));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+    }
+}
