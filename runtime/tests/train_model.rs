@@ -192,3 +192,40 @@ fn cached_decoding_matches_full_forward() -> Result<()> {
     assert_eq!(cache.len(), n);
     Ok(())
 }
+
+/// Norm of the gradient of layer 0's q_proj LoRA A for a model loaded with `weights`.
+fn layer0_grad_norm(weights: BaseWeights) -> Result<f32> {
+    let ex = example();
+    let mut m = Llama::from_gguf(&train_support::smollm2_gguf(), weights, &Device::Cpu)?;
+    let mut init = LoraInit::new(7);
+    let modules = [TargetModule::QProj, TargetModule::VProj];
+    m.attach_lora(&settings(&modules), &mut |n, fan_in| {
+        init.uniform(n, fan_in)
+    })?;
+    randomize_b(&m, 8)?;
+    let loss = hybrid_runtime::train::batch_loss(&m, std::slice::from_ref(&ex), 0)?;
+    let grads = loss.backward()?;
+    let (_, _, first) = m.lora_branches()[0];
+    // candle's quantized matmul drops gradients silently: no entry at all means none arrived.
+    let Some(g) = grads.get(&first.a) else {
+        return Ok(0.0);
+    };
+    g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()
+}
+
+/// `qlora` keeps layer 0's q/k/v quantized. Layer 0's LoRA gradient has to come back through
+/// all 29 layers above it; if any of them dropped the gradient through its base weights, it
+/// would shrink by orders of magnitude. Quantization noise alone moves it by a few percent.
+#[test]
+fn qlora_base_passes_the_full_gradient_down_to_layer_0() -> Result<()> {
+    let float = layer0_grad_norm(BaseWeights::Float32)?;
+    let qlora = layer0_grad_norm(BaseWeights::QuantizedWhereFrozen)?;
+    let ratio = qlora / float;
+    assert!((0.8..1.25).contains(&ratio), "f32 {float} vs qlora {qlora}");
+    let quantized = layer0_grad_norm(BaseWeights::Quantized)?;
+    assert!(
+        quantized / float < 0.5,
+        "a fully quantized base should lose most of it: {quantized} vs {float}"
+    );
+    Ok(())
+}

@@ -203,7 +203,7 @@ impl Llama {
         };
         let all_quantized = weights == BaseWeights::Quantized;
         let embed_q = load("token_embd.weight")?;
-        let embed_tokens = dense(&*embed_q)?;
+        let embed_tokens = dense(&embed_q)?;
         let norm = dense(&*load("output_norm.weight")?)?;
         let (lm_head, tie_word_embeddings) =
             match content.tensor_infos.contains_key("output.weight") {

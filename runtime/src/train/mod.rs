@@ -315,7 +315,9 @@ pub fn run(spec: &TrainSpec) -> Result<TrainResult, TrainError> {
         trainable,
     );
     if !eval_set.is_empty() {
-        rep.initial_eval_loss = Some(eval_loss(&model, &eval_set, spec.batch_size, pad_id)?);
+        let initial = eval_loss(&model, &eval_set, spec.batch_size, pad_id)?;
+        tracing::info!("eval loss before training {initial:.4}");
+        rep.initial_eval_loss = Some(initial);
     }
     let mut best: Option<(f64, Vec<Tensor>)> = None;
     let mut evals_without_gain = 0usize;
