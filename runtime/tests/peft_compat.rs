@@ -98,16 +98,21 @@ fn peft_loads_the_adapter_and_reproduces_rust_logits() {
     std::fs::create_dir(&adapter).expect("mkdir");
     peft::save(&model, &settings, "SmolLM2-135M-Instruct", &adapter).expect("save");
     let logits_path = dir.path().join("rust_logits.safetensors");
-    let tensors: HashMap<&str, Tensor> =
-        HashMap::from([("input_ids", input), ("base", base), ("adapted", adapted)]);
+    let tensors: HashMap<&str, Tensor> = HashMap::from([
+        ("input_ids", input.clone()),
+        ("base", base),
+        ("adapted", adapted.clone()),
+    ]);
     candle_core::safetensors::save(&tensors, &logits_path).expect("save logits");
 
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peft/compare.py");
+    let hf_dir = dir.path().join("hf-base");
     let out = Command::new(&python)
         .arg(&script)
         .arg(&gguf)
         .arg(&adapter)
         .arg(&logits_path)
+        .arg(&hf_dir)
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .expect("runs python");
@@ -135,5 +140,29 @@ fn peft_loads_the_adapter_and_reproduces_rust_logits() {
         report["lora_modules"].as_array().map(|a| a.len()),
         Some(7),
         "{report}"
+    );
+
+    // The same weights in Hugging Face layout (safetensors, half-split RoPE, q/k rows in HF
+    // order) with the PEFT adapter loaded as PEFT wrote it: same logits as the GGUF model.
+    let mut hf = Llama::from_safetensors_dir(&hf_dir, &device).expect("HF safetensors base loads");
+    assert_eq!(
+        hf.config.rope_layout,
+        hybrid_runtime::model::RopeLayout::Halves
+    );
+    peft::load(&mut hf, &adapter, &device).expect("adapter loads onto the HF base");
+    let hf_adapted = hf
+        .forward(&input)
+        .and_then(|l| l.squeeze(0))
+        .expect("forward");
+    let diff = (&hf_adapted - &adapted)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("diff");
+    println!("safetensors base + adapter vs GGUF base + adapter: max |Δlogit| {diff}");
+    assert!(
+        diff < MAX_LOGIT_DIFF,
+        "HF-layout model differs from GGUF-layout model: {diff}"
     );
 }

@@ -1,12 +1,14 @@
 """Loads a Rust-written PEFT adapter with Hugging Face PEFT and compares logits.
 
-    python compare.py <model.gguf> <adapter_dir> <rust_logits.safetensors>
+    python compare.py <model.gguf> <adapter_dir> <rust_logits.safetensors> [<hf_out_dir>]
 
 The Hugging Face base model is rebuilt from the GGUF file: every tensor dequantized with the
 `gguf` package, q/k rows put back in Hugging Face order (llama.cpp interleaves them for RoPE),
 loaded into a `LlamaForCausalLM` whose config is read from the GGUF metadata. Nothing is
 downloaded. `rust_logits.safetensors` holds `input_ids` (1, T) and the Rust logits `base`
-(T, V) and `adapted` (T, V). Prints one JSON object with the differences.
+(T, V) and `adapted` (T, V). Prints one JSON object with the differences. With `hf_out_dir`,
+the rebuilt Hugging Face base model is also saved there (config.json + model.safetensors), so the
+Rust side can check its own safetensors loader against it.
 """
 
 import json
@@ -98,6 +100,8 @@ def main():
     rust = load_file(logits_path)
     ids = torch.from_numpy(rust["input_ids"].astype(np.int64))
     model = hf_model(gguf_path)
+    if len(sys.argv) > 4:
+        model.save_pretrained(sys.argv[4], safe_serialization=True)
     with torch.no_grad():
         base = model(ids).logits[0].float().numpy()
         peft_model = PeftModel.from_pretrained(model, adapter_dir).eval()
