@@ -240,11 +240,10 @@ pub fn next_status(
     let mut status = current.clone();
     status.observed_generation = generation;
     let mut event = None;
-    let active = status
-        .active_revision
-        .as_ref()
-        .map(|a| a.revision.clone())
-        .unwrap_or_else(|| "none".into());
+    let active = match &status.active_revision {
+        Some(a) => format!("revision {} stays active", a.revision),
+        None => "no revision is active yet".to_owned(),
+    };
     let failures = |s: &AdapterStatus| s.retry.as_ref().map_or(0, |r| r.failures);
     let (health, trained) = match decision {
         Decision::UpToDate => {
@@ -264,9 +263,7 @@ pub fn next_status(
             status.last_job = Some(jobs::record(
                 job_name, revision, "Running", started, None, None,
             ));
-            let msg = format!(
-                "training Job {job_name} trains revision {revision}; revision {active} stays active"
-            );
+            let msg = format!("training Job {job_name} trains revision {revision}; {active}");
             (
                 Health::reconciling(reasons::TRAINING, msg.clone()),
                 (false, reasons::TRAINING, msg),
@@ -397,7 +394,7 @@ fn failure_health(
 ) -> (Health, (bool, &'static str, String)) {
     if retrying {
         let msg = format!(
-            "training Job failed ({failures}/{} attempts): {message}; revision {active} stays active, retrying with backoff",
+            "training Job failed ({failures}/{} attempts): {message}; {active}, retrying with backoff",
             jobs::MAX_ATTEMPTS
         );
         *event = Some((true, reasons::JOB_FAILED, msg.clone()));
@@ -407,7 +404,7 @@ fn failure_health(
         )
     } else {
         let msg = format!(
-            "training Job failed {failures} times, last: {message}; revision {active} stays active. Fix the dataset or spec to try a new revision"
+            "training Job failed {failures} times, last: {message}; {active}. Fix the dataset or spec to try a new revision"
         );
         *event = Some((true, reasons::RETRY_BUDGET_EXHAUSTED, msg.clone()));
         (

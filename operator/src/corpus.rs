@@ -213,11 +213,10 @@ pub fn next_status(
     status.observed_generation = generation;
     status.content_revision = Some(content_revision.to_owned());
     let mut event = None;
-    let active = status
-        .active_revision
-        .as_ref()
-        .map(|a| a.revision.clone())
-        .unwrap_or_else(|| "none".into());
+    let active = match &status.active_revision {
+        Some(a) => format!("revision {} stays active", a.revision),
+        None => "no revision is active yet".to_owned(),
+    };
     let (health, indexed) = match decision {
         Decision::UpToDate => {
             status.retry = None;
@@ -242,7 +241,7 @@ pub fn next_status(
                 None,
             ));
             let msg = format!(
-                "index Job {job_name} builds content revision {content_revision}; revision {active} stays active"
+                "index Job {job_name} builds content revision {content_revision}; {active}"
             );
             (
                 Health::reconciling(reasons::INDEXING, msg.clone()),
@@ -362,7 +361,7 @@ fn failure_health(
 ) -> (Health, (bool, &'static str, String)) {
     if retrying {
         let msg = format!(
-            "index Job failed ({failures}/{} attempts): {message}; revision {active} stays active, retrying with backoff",
+            "index Job failed ({failures}/{} attempts): {message}; {active}, retrying with backoff",
             jobs::MAX_ATTEMPTS
         );
         *event = Some((true, reasons::JOB_FAILED, msg.clone()));
@@ -372,7 +371,7 @@ fn failure_health(
         )
     } else {
         let msg = format!(
-            "index Job failed {failures} times, last: {message}; revision {active} stays active. Fix the sources or spec to try a new revision"
+            "index Job failed {failures} times, last: {message}; {active}. Fix the sources or spec to try a new revision"
         );
         *event = Some((true, reasons::RETRY_BUDGET_EXHAUSTED, msg.clone()));
         (
@@ -609,11 +608,12 @@ mod tests {
             &t(10),
         );
         assert!(is_true(&status.conditions, "Stalled"));
-        assert_eq!(
-            crate::status::find(&status.conditions, "Stalled")
-                .expect("s")
-                .reason,
-            "RetryBudgetExhausted"
+        let stalled = crate::status::find(&status.conditions, "Stalled").expect("s");
+        assert_eq!(stalled.reason, "RetryBudgetExhausted");
+        assert!(
+            stalled.message.contains("no revision is active yet"),
+            "{}",
+            stalled.message
         );
     }
 
