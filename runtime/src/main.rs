@@ -15,8 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build a new index revision from a corpus (not implemented yet).
-    Index,
+    /// Build a new index revision from a corpus (reusing unchanged documents' vectors).
+    Index(Box<hybrid_runtime::index::IndexArgs>),
     /// Fine-tune a LoRA adapter on JSONL chat examples and publish it as a PEFT revision.
     Train(Box<hybrid_runtime::train::cli::TrainArgs>),
     /// Answer a QA set with a model (+ adapter); report accuracy and format compliance.
@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Index => anyhow::bail!("`hybrid-runtime index` is not implemented yet"),
+        Command::Index(args) => std::process::exit(hybrid_runtime::index::run(*args)),
         Command::Train(args) => std::process::exit(hybrid_runtime::train::cli::main(&args)),
         Command::Eval(args) => std::process::exit(hybrid_runtime::eval::cli::main(&args)),
     }
