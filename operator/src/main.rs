@@ -123,14 +123,26 @@ async fn main() -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = controllers => tracing::info!("controllers stopped"),
+    let outcome = tokio::select! {
+        _ = controllers => {
+            tracing::info!("controllers stopped");
+            Ok(())
+        }
         // Exiting is the safe answer to a lost lease: another replica reconciles now, and the
         // restart rejoins as a standby.
-        _ = lost => anyhow::bail!("lost leadership"),
-        res = admin => anyhow::bail!("admin server stopped: {res:?}"),
+        _ = lost => Err(anyhow::anyhow!("lost leadership")),
+        res = admin => Err(anyhow::anyhow!("admin server stopped: {res:?}")),
+    };
+    // Hand the lease over at once instead of letting a standby wait for it to expire.
+    if let Some((rx, task)) = leadership {
+        drop(rx);
+        if let Ok(Ok(manager)) = task.await
+            && let Err(e) = manager.release().await
+        {
+            tracing::warn!(error = %e, "releasing the lease failed");
+        }
     }
-    Ok(())
+    outcome
 }
 
 /// Fails fast, with the command that fixes it, when a CRD is missing.
