@@ -36,7 +36,10 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let store = controller.store();
     controller
-        .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .owns(
+            Api::<Job>::all(client.clone()),
+            crate::context::owned_objects(),
+        )
         .watches(
             Api::<ConfigMap>::all(client),
             watcher::Config::default(),

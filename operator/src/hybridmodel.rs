@@ -30,14 +30,15 @@ pub const KIND: &str = "HybridModel";
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let wc = watcher::Config::default;
+    let owned = crate::context::owned_objects;
     let controller = Controller::new(Api::<HybridModel>::all(client.clone()), wc());
     let store = controller.store();
     let (s1, s2, s3) = (store.clone(), store.clone(), store);
     controller
-        .owns(Api::<Deployment>::all(client.clone()), wc())
-        .owns(Api::<Service>::all(client.clone()), wc())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), wc())
-        .owns(Api::<ConfigMap>::all(client.clone()), wc())
+        .owns(Api::<Deployment>::all(client.clone()), owned())
+        .owns(Api::<Service>::all(client.clone()), owned())
+        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned())
         .watches(
             Api::<Corpus>::all(client.clone()),
             wc(),

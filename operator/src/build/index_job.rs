@@ -315,6 +315,7 @@ mod tests {
         let labels = job.metadata.labels.clone().expect("labels");
         assert_eq!(labels["hybrid.dev/corpus"], "finance-notes");
         assert_eq!(labels["hybrid.dev/revision"], "0123456789abcdef");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "hybrid-operator");
         let owner = &job.metadata.owner_references.clone().expect("owner")[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str()),

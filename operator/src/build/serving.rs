@@ -618,6 +618,26 @@ spec:
     }
 
     #[test]
+    fn every_object_carries_the_managed_by_label_the_owned_watches_select_on() {
+        let o = build(MODEL, "ad-1", "ix-1").expect("objects");
+        for (kind, meta) in [
+            ("ConfigMap", &o.config_map.metadata),
+            ("Deployment", &o.deployment.metadata),
+            ("Service", &o.service.metadata),
+            ("PodDisruptionBudget", &o.pdb.metadata),
+        ] {
+            let labels = meta.labels.clone().unwrap_or_default();
+            assert_eq!(
+                labels
+                    .get("app.kubernetes.io/managed-by")
+                    .map(String::as_str),
+                Some("hybrid-operator"),
+                "{kind} would be invisible to the owns() watch"
+            );
+        }
+    }
+
+    #[test]
     fn autoscaled_replicas_stay_within_policy_bounds() {
         let p = policy(&POLICY.replace("enabled: false", "enabled: true"));
         let mut m = model(MODEL);

@@ -416,6 +416,7 @@ mod tests {
         let labels = job.metadata.labels.clone().expect("labels");
         assert_eq!(labels["hybrid.dev/adapter"], "finance-compliance");
         assert_eq!(labels["hybrid.dev/revision"], "abcdef0123456789");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "hybrid-operator");
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
         let pod = spec.template.spec.expect("pod");
