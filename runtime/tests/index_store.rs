@@ -32,7 +32,7 @@ fn chunk(id: u64, vector: Vec<f32>) -> StoredChunk {
             chunk_index: (id % 10) as usize,
             title: "Title".into(),
             source_uri: format!("file:///corpus/doc-{}", id / 10),
-            section: (id % 2 == 0).then(|| "Intro".to_string()),
+            section: id.is_multiple_of(2).then(|| "Intro".to_string()),
             text: format!("text of chunk {id}"),
         },
     }
