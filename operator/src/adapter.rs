@@ -183,12 +183,15 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
         ctx.event(&*adapter, warning, reason, "Reconcile", note)
             .await;
     }
-    if let Decision::Failed {
-        next_attempt_at: Some(_),
-        ..
-    } = &decision
-    {
-        jobs::delete(&jobs_api, &job_name).await?;
+    match &decision {
+        Decision::Failed {
+            next_attempt_at: Some(_),
+            ..
+        } => jobs::delete(&jobs_api, &job_name).await?,
+        Decision::Succeeded(_) => {
+            jobs::delete_stale(&jobs_api, crate::build::LABEL_ADAPTER, &name, &job_name).await?
+        }
+        _ => {}
     }
     Ok(action)
 }

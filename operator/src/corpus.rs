@@ -189,12 +189,15 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
     }
     // Only once the failure is recorded (with the Job's creation time, so it is never counted
     // twice) is the Job deleted, making room for the retry under the same name.
-    if let Decision::Failed {
-        next_attempt_at: Some(_),
-        ..
-    } = &decision
-    {
-        jobs::delete(&jobs_api, &job_name).await?;
+    match &decision {
+        Decision::Failed {
+            next_attempt_at: Some(_),
+            ..
+        } => jobs::delete(&jobs_api, &job_name).await?,
+        Decision::Succeeded(_) => {
+            jobs::delete_stale(&jobs_api, crate::build::LABEL_CORPUS, &name, &job_name).await?
+        }
+        _ => {}
     }
     Ok(action)
 }

@@ -226,6 +226,30 @@ pub async fn delete(jobs: &Api<Job>, name: &str) -> Result<()> {
     }
 }
 
+/// Jobs of earlier revisions, to delete once a new revision is promoted: the Job that built the
+/// active revision is kept (its pod holds the logs of the run being served), and so is any Job
+/// still running, which may be a newer revision than the one just promoted.
+pub fn stale_jobs(jobs: &[Job], keep: &str) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| j.metadata.name.as_deref() != Some(keep))
+        .filter(|j| !matches!(job_phase(j), JobPhase::Running))
+        .filter_map(|j| j.metadata.name.clone())
+        .collect()
+}
+
+/// Deletes the finished Jobs with `label=owner` other than `keep`.
+pub async fn delete_stale(jobs: &Api<Job>, label: &str, owner: &str, keep: &str) -> Result<()> {
+    let list = jobs
+        .list(
+            &ListParams::default().labels(&format!("{label}={}", crate::build::label_value(owner))),
+        )
+        .await?;
+    for name in stale_jobs(&list.items, keep) {
+        delete(jobs, &name).await?;
+    }
+    Ok(())
+}
+
 /// The JobRecord of a Job in a given outcome.
 pub fn record(
     name: &str,
@@ -400,6 +424,27 @@ mod tests {
                 Timestamp::UNIX_EPOCH
             ),
             Decision::CreateJob
+        );
+    }
+
+    #[test]
+    fn only_finished_jobs_of_other_revisions_are_stale() {
+        let job = |name: &str, status: &str| -> Job {
+            serde_yaml::from_str(&format!("metadata: {{name: {name}}}\nstatus: {status}"))
+                .expect("job")
+        };
+        let jobs = [
+            job("c-index-new", "{succeeded: 1}"),
+            job("c-index-old", "{succeeded: 1}"),
+            job(
+                "c-index-failed",
+                "{conditions: [{type: Failed, status: 'True'}]}",
+            ),
+            job("c-index-newer", "{active: 1}"),
+        ];
+        assert_eq!(
+            stale_jobs(&jobs, "c-index-new"),
+            ["c-index-old", "c-index-failed"]
         );
     }
 

@@ -118,7 +118,7 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
 
     let indexer = spec.indexer.clone().unwrap_or_default();
     let labels = BTreeMap::from([
-        (LABEL_CORPUS.to_owned(), name.clone()),
+        (LABEL_CORPUS.to_owned(), super::label_value(&name)),
         (
             LABEL_REVISION.to_owned(),
             inputs.content_revision.to_owned(),

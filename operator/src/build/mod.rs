@@ -45,6 +45,20 @@ pub fn revision_object_name(owner: &str, kind: &str, revision: &str) -> String {
     format!("{base}{suffix}")
 }
 
+/// An object name as a label value. Names may have 253 characters, label values 63: longer
+/// names are cut and suffixed with a digest of the whole name, so they stay distinct.
+pub fn label_value(name: &str) -> String {
+    if name.len() <= MAX_LABEL_VALUE {
+        return name.to_owned();
+    }
+    let digest = crate::digest::sha256_hex(name);
+    let mut head: String = name.chars().take(MAX_LABEL_VALUE - 11).collect();
+    while head.ends_with(['-', '.']) {
+        head.pop();
+    }
+    format!("{head}-{}", &digest[..10])
+}
+
 /// A controller owner reference, so garbage collection removes what the resource owns and the
 /// controller's `owns` watch maps child events back to it.
 pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> Result<OwnerReference> {
@@ -226,6 +240,16 @@ mod tests {
         let dashy = format!("{}-{}", "x".repeat(45), "y".repeat(20));
         let name = revision_object_name(&dashy, "index", "0123456789");
         assert!(!name.contains("--"), "{name}");
+    }
+
+    #[test]
+    fn long_names_become_distinct_valid_label_values() {
+        assert_eq!(label_value("finance-notes"), "finance-notes");
+        let a = format!("{}-a", "x".repeat(100));
+        let b = format!("{}-b", "x".repeat(100));
+        assert!(label_value(&a).len() <= 63);
+        assert_ne!(label_value(&a), label_value(&b));
+        assert_eq!(label_value(&a), label_value(&a));
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub struct ServingObjects {
 
 pub fn selector_labels(model: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (LABEL_MODEL.to_owned(), model.to_owned()),
+        (LABEL_MODEL.to_owned(), super::label_value(model)),
         (LABEL_COMPONENT.to_owned(), "serving".to_owned()),
     ])
 }

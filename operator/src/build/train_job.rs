@@ -156,7 +156,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
                     namespace: Some(namespace.clone()),
                     owner_references: Some(vec![owner.clone()]),
                     labels: Some(BTreeMap::from([
-                        (LABEL_ADAPTER.to_owned(), name.clone()),
+                        (LABEL_ADAPTER.to_owned(), super::label_value(&name)),
                         (
                             LABEL_REVISION.to_owned(),
                             inputs.training_revision.to_owned(),
@@ -189,7 +189,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
     mounts.extend(claim_mounts);
 
     let labels = BTreeMap::from([
-        (LABEL_ADAPTER.to_owned(), name.clone()),
+        (LABEL_ADAPTER.to_owned(), super::label_value(&name)),
         (
             LABEL_REVISION.to_owned(),
             inputs.training_revision.to_owned(),
