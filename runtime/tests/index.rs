@@ -465,3 +465,43 @@ fn configmap_mounts_are_read_through_their_key_symlinks() {
     let revision = open(&result.location, &work);
     assert_eq!(revision.manifest().documents[0].id, "faq.md");
 }
+
+/// Serves `body` to the first `requests` HTTP requests on a loopback port.
+fn serve_once(body: &'static str, requests: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut stream = stream.expect("connection");
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/markdown\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    format!("http://127.0.0.1:{port}/handbook/refunds.md")
+}
+
+#[test]
+fn http_sources_are_indexed_under_their_url() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let url = serve_once(
+        "# Refund policy\n\nRefunds are paid within five business days.",
+        1,
+    );
+    let work = tmp.path().join("work");
+    let mut s = settings(tmp.path(), &tmp.path().join("out"), None, &work);
+    s.sources = vec![url.parse().expect("url source")];
+    let result = index(&s);
+    assert_eq!(result.documents, 1);
+    let revision = open(&result.location, &work);
+    let doc = &revision.manifest().documents[0];
+    assert_eq!(
+        (doc.id.as_str(), doc.title.as_str()),
+        (url.as_str(), "Refund policy")
+    );
+}
