@@ -21,6 +21,8 @@ enum Command {
     Train(Box<hybrid_runtime::train::cli::TrainArgs>),
     /// Answer a QA set with a model (+ adapter); report accuracy and format compliance.
     Eval(Box<hybrid_runtime::eval::cli::EvalArgs>),
+    /// Search an index revision and print the passages with their citations (debugging, demo).
+    Retrieve(hybrid_runtime::retrieve::RetrieveArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Index(args) => std::process::exit(hybrid_runtime::index::run(*args)),
         Command::Train(args) => std::process::exit(hybrid_runtime::train::cli::main(&args)),
         Command::Eval(args) => std::process::exit(hybrid_runtime::eval::cli::main(&args)),
+        Command::Retrieve(args) => std::process::exit(hybrid_runtime::retrieve::main(&args)),
     }
 }
