@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test unit e2e generate check-generated lint demo cluster-up cluster-down
+.PHONY: test unit e2e generate check-generated lint rules demo cluster-up cluster-down
 
 ## Everything CI checks: formatting, lints, generated-file drift, unit/integration tests, and the
 ## cluster e2e suite (which also lints and validates the Helm chart).
@@ -26,9 +26,13 @@ check-generated:
 	$(CARGO) run -q -p hybrid-crds --bin crdgen -- --check
 	python3 scripts/gen-example-configmaps.py --check
 
-lint: check-generated
+lint: check-generated rules
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The chart's alerts: `promtool check rules` and the rule unit tests (tests/prometheus).
+rules:
+	tests/prometheus/check-rules.sh
 
 cluster-up:
 	tests/cluster/cluster.sh up
