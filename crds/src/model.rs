@@ -148,7 +148,12 @@ pub struct HybridModelStatus {
 
 /// Adapter and index revisions, by resource name.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
 pub struct LoadedRevisions {
+    /// Serving revision (digest of the runtime config) these revisions belong to. In
+    /// `status.loaded`, what the pods report in their `hybrid.dev/loaded-revisions` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_revision: Option<String>,
     /// Adapter name and revision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub adapters: Vec<NamedRevision>,

@@ -472,14 +472,16 @@ async fn observe(
             }
         }
         jobs::JobPhase::Failed => {
-            let message = jobs::termination_message(&pods, job_name, "train").await?;
-            Err(match parse_train_report(&message) {
-                Ok(Err(failure)) => failure.to_string(),
-                _ if message.trim().is_empty() => {
-                    "the training pod failed without a message".to_owned()
-                }
-                _ => message.chars().take(1000).collect(),
-            })
+            let state = jobs::terminated(&pods, job_name, "train").await?;
+            Err(jobs::failure_message(
+                state.as_ref(),
+                "train",
+                |m| match parse_train_report(m) {
+                    Ok(Err(failure)) => Some(failure.to_string()),
+                    // FallbackToLogsOnError: a crash leaves the log tail instead of JSON.
+                    _ => None,
+                },
+            ))
         }
     };
     Ok(Observed::Finished {

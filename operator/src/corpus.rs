@@ -444,15 +444,16 @@ async fn observe(
             }
         }
         jobs::JobPhase::Failed => {
-            let message = jobs::termination_message(&pods, job_name, "index").await?;
-            Err(match parse_index_report(&message) {
-                Ok(Err(failure)) => failure.to_string(),
-                // FallbackToLogsOnError: a crash leaves the log tail instead of JSON.
-                _ if message.trim().is_empty() => {
-                    "the index pod failed without a message".to_owned()
-                }
-                _ => message.chars().take(1000).collect(),
-            })
+            let state = jobs::terminated(&pods, job_name, "index").await?;
+            Err(jobs::failure_message(
+                state.as_ref(),
+                "index",
+                |m| match parse_index_report(m) {
+                    Ok(Err(failure)) => Some(failure.to_string()),
+                    // FallbackToLogsOnError: a crash leaves the log tail instead of JSON.
+                    _ => None,
+                },
+            ))
         }
     };
     Ok(Observed::Finished {

@@ -1,10 +1,13 @@
 //! HybridModel controller: resolve the Corpus, Adapter and ServingPolicy references, validate,
 //! build the runtime config, Deployment, Service and PDB, apply them, report status.
 
+use crate::build::loaded::{self, LoadedReport};
 use crate::build::serving::{
     ServingInputs, ServingObjects, endpoint, selector_string, serving_objects, top_k,
 };
-use crate::build::{name_of, namespace_of};
+use crate::build::{
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, label_value, name_of, namespace_of,
+};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
@@ -13,10 +16,10 @@ use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::model::{AdapterLineage, IndexLineage, Lineage, LoadedRevisions, NamedRevision};
 use hybrid_crds::{Adapter, Corpus, HybridModel, HybridModelStatus, ServingPolicy};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -26,6 +29,8 @@ use serde::de::DeserializeOwned;
 use std::sync::Arc;
 
 pub const KIND: &str = "HybridModel";
+/// `Serving` False while ready pods have not all reported the desired serving revision.
+pub const REVISIONS_LOADING: &str = "RevisionsLoading";
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
@@ -33,12 +38,27 @@ pub async fn run(ctx: Arc<Context>) {
     let owned = crate::context::owned_objects;
     let controller = Controller::new(Api::<HybridModel>::all(client.clone()), wc());
     let store = controller.store();
-    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    let (s0, s1, s2, s3) = (store.clone(), store.clone(), store.clone(), store);
     controller
         .owns(Api::<Deployment>::all(client.clone()), owned())
         .owns(Api::<Service>::all(client.clone()), owned())
         .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
         .owns(Api::<ConfigMap>::all(client.clone()), owned())
+        // Serving pods: readiness and their loaded-revisions reports. Pods belong to
+        // ReplicaSets, so they are mapped back by the model label.
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            serving_pods(),
+            move |p: Pod| {
+                let label = p.labels().get(LABEL_MODEL).cloned();
+                let ns = p.namespace();
+                s0.state()
+                    .iter()
+                    .filter(|m| m.namespace() == ns && Some(label_value(&m.name_any())) == label)
+                    .map(|m| ObjectRef::from_obj(&**m))
+                    .collect::<Vec<_>>()
+            },
+        )
         .watches(
             Api::<Corpus>::all(client.clone()),
             wc(),
@@ -127,6 +147,16 @@ async fn resolve(
     Ok((policy, adapters, corpora))
 }
 
+/// Watch config for serving pods: the operator's label and the serving component.
+fn serving_pods() -> watcher::Config {
+    watcher::Config::default().labels(&format!(
+        "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=serving"
+    ))
+}
+
+/// Server-side applies `obj` unless the live object already has every field it sets with the
+/// same value. An unchanged apply would be a no-op for the object, but it is still a write
+/// request (audit log, apiserver load, an etcd round trip); a resync must issue none.
 async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -140,11 +170,17 @@ where
         .name
         .as_deref()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    // SSA needs apiVersion and kind in the body; typed k8s-openapi structs leave them out.
+    let api = Api::<K>::namespaced(ctx.client.clone(), ns);
     let mut body = serde_json::to_value(obj)?;
+    if let Some(live) = api.get_opt(name).await?
+        && crate::build::is_applied(&body, &serde_json::to_value(&live)?)
+    {
+        return Ok(live);
+    }
+    // SSA needs apiVersion and kind in the body.
     body["apiVersion"] = K::api_version(&()).into();
     body["kind"] = K::kind(&()).into();
-    Ok(Api::<K>::namespaced(ctx.client.clone(), ns)
+    Ok(api
         .patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -187,16 +223,35 @@ async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action>
     };
     let (objects, adapters, corpora, policy) = built;
 
+    // The ServiceAccount must exist before the Deployment's pods are admitted.
+    apply(&ctx, &ns, &objects.rbac.service_account).await?;
+    apply(&ctx, &ns, &objects.rbac.role).await?;
+    apply(&ctx, &ns, &objects.rbac.role_binding).await?;
     apply(&ctx, &ns, &objects.config_map).await?;
     apply(&ctx, &ns, &objects.service).await?;
     apply(&ctx, &ns, &objects.pdb).await?;
     let deployment = apply(&ctx, &ns, &objects.deployment).await?;
+    // From the apiserver's watch cache (resourceVersion 0): a read, and a cheap one.
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(
+            &ListParams::default()
+                .labels(&format!("{LABEL_MODEL}={}", label_value(&name)))
+                .match_any(),
+        )
+        .await?;
+    let pods: Vec<&Pod> = pods
+        .items
+        .iter()
+        .filter(|p| p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some("serving"))
+        .collect();
+    let report = loaded::fold(&pods, &objects.serving_revision);
 
     let status = serving_status(
         &model,
         &current,
         &objects,
         &deployment,
+        &report,
         &adapters,
         &corpora,
         &policy,
@@ -209,7 +264,7 @@ async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action>
     Ok(if rolled_out {
         Action::requeue(RESYNC)
     } else {
-        // Deployment status changes arrive through the owns() watch; this is the safety net.
+        // Deployment and pod changes arrive through the watches; this is the safety net.
         Action::requeue(std::time::Duration::from_secs(30))
     })
 }
@@ -240,6 +295,7 @@ pub fn serving_status(
     current: &HybridModelStatus,
     objects: &ServingObjects,
     deployment: &Deployment,
+    report: &LoadedReport,
     adapters: &[Adapter],
     corpora: &[Corpus],
     policy: &ServingPolicy,
@@ -266,6 +322,7 @@ pub fn serving_status(
     status.top_k = Some(top_k(model, policy));
     status.serving_revision = Some(objects.serving_revision.clone());
     status.desired = Some(LoadedRevisions {
+        serving_revision: Some(objects.serving_revision.clone()),
         adapters: objects
             .config
             .adapters
@@ -331,16 +388,16 @@ pub fn serving_status(
             reasons::ROLLING_OUT,
             format!("{updated}/{wanted} pods updated, {available}/{wanted} available"),
         )
+    } else if !report.all_loaded {
+        (false, REVISIONS_LOADING, report.message.clone())
     } else {
-        (
-            true,
-            reasons::SUCCEEDED,
-            format!(
-                "{available}/{wanted} pods available with serving revision {}; loaded revisions are not yet verified against the pods",
-                objects.serving_revision
-            ),
-        )
+        (true, reasons::REVISIONS_LOADED, report.message.clone())
     };
+    // Keep the last full report while pods restart or report nothing yet: it is still what
+    // was last seen loaded, not a guess.
+    if report.loaded.is_some() {
+        status.loaded = report.loaded.clone();
+    }
     set_condition(
         &mut status.conditions,
         types::SERVING,

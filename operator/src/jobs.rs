@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use hybrid_crds::common::{JobRecord, RetryState};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
@@ -175,6 +175,18 @@ pub async fn termination_message(
     job_name: &str,
     container: &str,
 ) -> Result<String> {
+    Ok(terminated(pods, job_name, container)
+        .await?
+        .and_then(|t| t.message)
+        .unwrap_or_default())
+}
+
+/// The terminated state of `container` in the Job's newest pod (reason, exit code, message).
+pub async fn terminated(
+    pods: &Api<Pod>,
+    job_name: &str,
+    container: &str,
+) -> Result<Option<ContainerStateTerminated>> {
     let list = pods
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
         .await?;
@@ -192,8 +204,30 @@ pub async fn termination_message(
                 .and_then(|s| s.terminated.as_ref())
                 .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
         })
-        .and_then(|t| t.message.clone())
-        .unwrap_or_default())
+        .cloned())
+}
+
+/// A failed Job's message: the pod's reason and exit code (`OOMKilled, exit code 137`), then
+/// the runtime's own error (`parse` turns a result-contract error into text) or the log tail.
+pub fn failure_message(
+    state: Option<&ContainerStateTerminated>,
+    what: &str,
+    parse: impl Fn(&str) -> Option<String>,
+) -> String {
+    let message = state.and_then(|t| t.message.clone()).unwrap_or_default();
+    let detail = if message.trim().is_empty() {
+        format!("the {what} pod failed without a message")
+    } else {
+        parse(&message).unwrap_or_else(|| message.chars().take(1000).collect())
+    };
+    match state {
+        Some(t) => format!(
+            "pod terminated: {}, exit code {}: {detail}",
+            t.reason.as_deref().unwrap_or("Error"),
+            t.exit_code
+        ),
+        None => detail,
+    }
 }
 
 /// Creates the Job unless it exists. Jobs are created, never applied: their pod template is

@@ -260,6 +260,21 @@ EOF
   done
 }
 
+# Audit log ($D/audit.log, JSON lines): every write request (create, update, patch, delete,
+# deletecollection) at Metadata level, i.e. who wrote which object with which verb, no bodies.
+# Reads are not logged. Tests count a client's writes from it (e.g. zero writes on a resync).
+audit_policy() {
+  cat <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+EOF
+}
+
 kwok_config() {
   local s="$BIN/kwok-stages" f
   [ -d "$s" ] || die "$s missing: run tests/cluster/build.sh"
@@ -329,6 +344,7 @@ EOF
 
   log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
   local p="$D/pki"
+  audit_policy >"$D/audit-policy.yaml"
   # The endpoint reconciler is off: it would publish 127.0.0.1 as the `kubernetes` Service's
   # endpoint, which endpoint validation rejects (loopback), and nothing here needs it.
   start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -338,7 +354,9 @@ EOF
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
-    --endpoint-reconciler-type=none --profiling=false
+    --endpoint-reconciler-type=none --profiling=false \
+    --audit-policy-file="$D/audit-policy.yaml" --audit-log-path="$D/audit.log" \
+    --audit-log-format=json --audit-log-maxsize=200 --audit-log-maxbackup=1
   wait_until kube-apiserver "$READY_TIMEOUT" probe "https://127.0.0.1:$API_PORT/readyz" \
     "$p/ca.crt" "$p/admin.crt" "$p/admin.key"
 

@@ -141,6 +141,7 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: super::job_pod_annotations(corpus)?,
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

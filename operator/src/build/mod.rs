@@ -4,6 +4,7 @@
 
 pub mod index_job;
 pub mod job_result;
+pub mod loaded;
 pub mod revision;
 pub mod serving;
 pub mod storage;
@@ -25,6 +26,30 @@ pub const LABEL_REVISION: &str = "hybrid.dev/revision";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "hybrid-operator";
+
+/// Annotation on a Corpus or Adapter: a JSON object of annotations its Jobs' pods get, e.g.
+/// `{"sidecar.istio.io/inject":"false"}`. Read when a Job is created; not part of any revision.
+/// The e2e tests pass KWOK's `hybrid.dev/kwok-termination-message` through it.
+pub const JOB_POD_ANNOTATIONS: &str = "hybrid.dev/job-pod-annotations";
+
+/// The pod annotations asked for by [`JOB_POD_ANNOTATIONS`] on `owner`.
+pub fn job_pod_annotations<K: Resource>(owner: &K) -> Result<Option<BTreeMap<String, String>>> {
+    let Some(raw) = owner
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(JOB_POD_ANNOTATIONS))
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str::<BTreeMap<String, String>>(raw)
+        .map(|m| (!m.is_empty()).then_some(m))
+        .map_err(|e| {
+            Error::InvalidSpec(format!(
+                "annotation {JOB_POD_ANNOTATIONS} must be a JSON object of string values: {e}"
+            ))
+        })
+}
 
 /// Where a Job writes its result, read back from the pod's termination message.
 pub const RESULT_PATH: &str = "/dev/termination-log";
@@ -225,6 +250,44 @@ data:
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn job_pod_annotations_are_a_json_object_of_strings() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let with = |v: &str| {
+            let mut c = ConfigMap::default();
+            c.metadata.annotations = Some([(JOB_POD_ANNOTATIONS.to_owned(), v.to_owned())].into());
+            c
+        };
+        assert_eq!(
+            job_pod_annotations(&ConfigMap::default()).expect("none"),
+            None
+        );
+        let got = job_pod_annotations(&with(r#"{"a.io/x":"1"}"#)).expect("parsed");
+        assert_eq!(got.expect("some")["a.io/x"], "1");
+        let err = job_pod_annotations(&with(r#"{"a":1}"#)).expect_err("number");
+        assert_eq!(err.label(), "InvalidSpec");
+        assert!(err.to_string().contains(JOB_POD_ANNOTATIONS), "{err}");
+    }
+
+    #[test]
+    fn applied_means_every_desired_field_is_live() {
+        use serde_json::json;
+        let desired = json!({"metadata": {"name": "a", "labels": {"x": "1"}},
+            "spec": {"ports": [{"port": 80}], "emptyDir": {}, "env": []}});
+        let live = json!({"metadata": {"name": "a", "labels": {"x": "1", "y": "2"}, "uid": "u"},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "emptyDir": {}}, "status": {}});
+        assert!(is_applied(&desired, &live));
+        let changed = json!({"metadata": {"name": "a", "labels": {"x": "2"}}});
+        assert!(!is_applied(&changed, &live), "a changed value");
+        let more = json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        assert!(!is_applied(&more, &live), "a longer list");
+        let missing = json!({"spec": {"replicas": 1}});
+        assert!(
+            !is_applied(&missing, &live),
+            "a field the live object lacks"
+        );
+    }
     use super::*;
 
     #[test]
@@ -262,5 +325,34 @@ mod tests {
         assert!(!requests.contains_key("nvidia.com/gpu"));
         assert_eq!(requests["cpu"], Quantity("2".into()));
         assert!(compute_resources(None, None, "nvidia.com/gpu", 0).is_none());
+    }
+}
+
+/// Whether `live` already holds everything `desired` sets: every object key of `desired` with a
+/// subset-equal value in `live`, lists of the same length compared item by item, scalars equal.
+/// Fields only `live` has (defaults, status, other managers' fields) do not matter. Used to skip
+/// server-side applies that would change nothing.
+pub fn is_applied(desired: &serde_json::Value, live: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => is_applied(dv, lv),
+            // The apiserver drops empty values; an empty desired value asks for nothing.
+            None => is_empty(dv),
+        }),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_applied(dv, lv))
+        }
+        (d, Value::Null) => is_empty(d),
+        (d, l) => d == l,
+    }
+}
+
+fn is_empty(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => true,
+        serde_json::Value::Object(o) => o.is_empty(),
+        serde_json::Value::Array(a) => a.is_empty(),
+        _ => false,
     }
 }

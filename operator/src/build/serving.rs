@@ -17,11 +17,12 @@ use hybrid_crds::common::ModelFormat;
 use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
-    VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -34,6 +35,11 @@ pub const CONFIG_DIR: &str = "/etc/hybrid";
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Pod-template annotation with the digest of what needs a restart to take effect.
 pub const RESTART_ANNOTATION: &str = "hybrid.dev/restart-digest";
+/// Pod annotation where each serving pod reports what it has loaded (docs/runtime-contract.md).
+pub const LOADED_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
+/// ServiceAccount (and Role, RoleBinding) of serving pods, one per namespace: lets a pod
+/// `get` and `patch` pods in its namespace to write [`LOADED_ANNOTATION`] on itself.
+pub const RUNTIME_SERVICE_ACCOUNT: &str = "hybrid-runtime";
 
 /// The referenced objects, in spec order, as read from the cluster.
 pub struct ServingInputs<'a> {
@@ -48,6 +54,12 @@ pub struct ServingInputs<'a> {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeConfig {
+    /// HybridModel name; the runtime serves model ids `<name>`, `<name>:<adapter>`, `<name>:base`.
+    pub name: String,
+    /// Digest of the rest of this file; the runtime reports it back verbatim. Empty (and left
+    /// out) only while the digest is computed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub serving_revision: String,
     pub model: ModelConfig,
     pub adapters: Vec<AdapterConfig>,
     pub indexes: Vec<IndexConfig>,
@@ -56,6 +68,23 @@ pub struct RuntimeConfig {
     pub prompt_template: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub system_prompt: Option<String>,
+    /// Admission limits; unset fields take the runtime's defaults. No API field sets them yet,
+    /// so the operator leaves the block out (docs/runtime-contract.md, section 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RuntimeLimits>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuntimeLimits {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -93,6 +122,58 @@ pub struct ServingObjects {
     pub deployment: Deployment,
     pub service: Service,
     pub pdb: PodDisruptionBudget,
+    pub rbac: RuntimeRbac,
+}
+
+/// The namespace's `hybrid-runtime` ServiceAccount, Role and RoleBinding. Shared by every
+/// HybridModel of the namespace, so they carry no owner reference (an owner's deletion would
+/// take them from the others); they stay when the last HybridModel goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeRbac {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+}
+
+pub fn runtime_rbac(namespace: &str) -> RuntimeRbac {
+    let meta = || ObjectMeta {
+        name: Some(RUNTIME_SERVICE_ACCOUNT.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(BTreeMap::from([
+            (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+            (LABEL_COMPONENT.to_owned(), "serving".to_owned()),
+        ])),
+        ..Default::default()
+    };
+    RuntimeRbac {
+        service_account: ServiceAccount {
+            metadata: meta(),
+            ..Default::default()
+        },
+        role: Role {
+            metadata: meta(),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["pods".to_owned()]),
+                verbs: vec!["get".to_owned(), "patch".to_owned()],
+                ..Default::default()
+            }]),
+        },
+        role_binding: RoleBinding {
+            metadata: meta(),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".to_owned(),
+                kind: "Role".to_owned(),
+                name: RUNTIME_SERVICE_ACCOUNT.to_owned(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".to_owned(),
+                name: RUNTIME_SERVICE_ACCOUNT.to_owned(),
+                namespace: Some(namespace.to_owned()),
+                ..Default::default()
+            }]),
+        },
+    }
 }
 
 pub fn selector_labels(model: &str) -> BTreeMap<String, String> {
@@ -215,7 +296,9 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
         });
     }
     let model_location = claims.resolve(&model.spec.model.source, false)?;
-    let config = RuntimeConfig {
+    let mut config = RuntimeConfig {
+        name: name.clone(),
+        serving_revision: String::new(),
         model: ModelConfig {
             source: model_location.as_arg().to_owned(),
             format: model.spec.model.format,
@@ -225,12 +308,17 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
         top_k: top_k(model, inputs.policy),
         prompt_template: model.spec.prompt_template.clone(),
         system_prompt: model.spec.system_prompt.clone(),
+        limits: None,
     };
-    let config_yaml = serde_yaml::to_string(&config)
-        .map_err(|e| Error::Serialization(format!("runtime config: {e}")))?;
+    let to_yaml = |c: &RuntimeConfig| {
+        serde_yaml::to_string(c).map_err(|e| Error::Serialization(format!("runtime config: {e}")))
+    };
+    // The serving revision is the digest of the file without it, then written into it.
     let mut d = ContentDigest::new("hybrid.dev/serving/v1");
-    d.field("config.yaml", &config_yaml);
+    d.field("config.yaml", &to_yaml(&config)?);
     let serving_revision = d.finish_revision();
+    config.serving_revision = serving_revision.clone();
+    let config_yaml = to_yaml(&config)?;
 
     let owner = controller_ref(model)?;
     let labels = {
@@ -327,6 +415,10 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
+                    // The runtime reports its loaded revisions on its own Pod with this
+                    // ServiceAccount's token.
+                    service_account_name: Some(RUNTIME_SERVICE_ACCOUNT.to_owned()),
+                    automount_service_account_token: Some(true),
                     security_context: Some(restricted_pod_security()),
                     node_selector: (!placement.node_selector.is_empty())
                         .then(|| placement.node_selector.clone()),
@@ -349,8 +441,7 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
                             "--config".to_owned(),
                             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
                         ]),
-                        env: (!model.spec.runtime.env.is_empty())
-                            .then(|| model.spec.runtime.env.clone()),
+                        env: Some(runtime_env(&model.spec.runtime.env)),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".to_owned()),
                             container_port: HTTP_PORT,
@@ -412,7 +503,34 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
         deployment,
         service,
         pdb,
+        rbac: runtime_rbac(&namespace),
     })
+}
+
+/// `POD_NAME` and `POD_NAMESPACE` from the downward API (where the runtime writes its report),
+/// then the user's variables.
+fn runtime_env(user: &[EnvVar]) -> Vec<EnvVar> {
+    let field = |name: &str, path: &str| EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut env = vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    env.extend(
+        user.iter()
+            .filter(|e| e.name != "POD_NAME" && e.name != "POD_NAMESPACE")
+            .cloned(),
+    );
+    env
 }
 
 #[cfg(test)]
@@ -512,6 +630,59 @@ spec:
         assert_eq!(
             o.config_map.metadata.name.as_deref(),
             Some("advisor-runtime")
+        );
+    }
+
+    #[test]
+    fn config_names_the_model_and_carries_its_own_serving_revision() {
+        let o = build(MODEL, "ad-1", "ix-1").expect("objects");
+        let text = &o.config_map.data.clone().expect("data")["config.yaml"];
+        let yaml: serde_yaml::Value = serde_yaml::from_str(text).expect("yaml");
+        assert_eq!(yaml["name"], "advisor");
+        assert_eq!(yaml["servingRevision"], o.serving_revision.as_str());
+        assert!(yaml.get("limits").is_none(), "unset limits are left out");
+        // The revision is the digest of the file without it.
+        let mut without = o.config.clone();
+        without.serving_revision = String::new();
+        let mut d = ContentDigest::new("hybrid.dev/serving/v1");
+        d.field(
+            "config.yaml",
+            serde_yaml::to_string(&without).expect("yaml"),
+        );
+        assert_eq!(d.finish_revision(), o.serving_revision);
+    }
+
+    #[test]
+    fn serving_pods_report_with_the_runtime_service_account() {
+        let o = build(MODEL, "ad-1", "ix-1").expect("objects");
+        let pod = o.deployment.spec.expect("s").template.spec.expect("pod");
+        assert_eq!(pod.service_account_name.as_deref(), Some("hybrid-runtime"));
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        let env = pod.containers[0].env.clone().expect("env");
+        let field = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.clone())
+                .and_then(|v| v.field_ref)
+                .map(|f| f.field_path)
+        };
+        assert_eq!(field("POD_NAME").as_deref(), Some("metadata.name"));
+        assert_eq!(
+            field("POD_NAMESPACE").as_deref(),
+            Some("metadata.namespace")
+        );
+        let rbac = &o.rbac;
+        assert_eq!(
+            rbac.service_account.metadata.namespace.as_deref(),
+            Some("demo")
+        );
+        let rule = &rbac.role.rules.clone().expect("rules")[0];
+        assert_eq!(rule.resources.clone().expect("res"), ["pods"]);
+        assert_eq!(rule.verbs, ["get", "patch"]);
+        assert_eq!(rbac.role_binding.role_ref.name, "hybrid-runtime");
+        assert!(
+            rbac.role.metadata.owner_references.is_none(),
+            "shared by every model of the namespace"
         );
     }
 

@@ -210,6 +210,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
+                    annotations: super::job_pod_annotations(adapter)?,
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
