@@ -17,8 +17,10 @@ CARGO=${CARGO:-cargo}
 log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # Compile first, while no cluster is running: on a cold target dir this is the slow part.
-log "building the e2e tests"
+log "building the e2e tests and the operator they run"
 "$CARGO" test -p hybrid-e2e --features e2e --no-run
+"$CARGO" build -p hybrid-operator
+export HYBRID_OPERATOR_BIN=${HYBRID_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-operator}
 
 finish() {
   local rc=$?

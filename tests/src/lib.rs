@@ -9,6 +9,8 @@
 //! panics). [`apply_yaml`], [`wait_for_condition`] and [`install_crds`] cover what most tests
 //! need; [`kubectl`] runs the matching kubectl for the checks that are about kubectl itself.
 
+pub mod operator;
+
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};

@@ -1,0 +1,507 @@
+//! Running the real `hybrid-operator` binary against the local cluster with the Helm chart's
+//! RBAC (never as cluster admin), playing the serving runtime's reporting role, and counting the
+//! operator's writes in the apiserver's audit log.
+
+use crate::{Check, TestNamespace, kubectl, poll, repo_root};
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Release name the chart is rendered with; also its ServiceAccount's name.
+pub const RELEASE: &str = "hybrid-operator";
+/// The serving pods' report annotation (docs/runtime-contract.md, section 3).
+pub const LOADED_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
+/// Annotation on a Corpus/Adapter whose JSON object the operator puts on its Jobs' pods.
+pub const JOB_POD_ANNOTATIONS: &str = "hybrid.dev/job-pod-annotations";
+
+/// The operator binary: `$HYBRID_OPERATOR_BIN`, else `<target dir>/debug/hybrid-operator`
+/// (`tests/cluster/e2e.sh` builds it).
+pub fn operator_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("HYBRID_OPERATOR_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug").join("hybrid-operator");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build -p hybrid-operator` or set HYBRID_OPERATOR_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// The cluster state directory (where `kubeconfig` and `audit.log` are).
+pub fn cluster_dir() -> Result<PathBuf> {
+    let kubeconfig = std::env::var_os("KUBECONFIG").ok_or_else(|| anyhow!("KUBECONFIG unset"))?;
+    Path::new(&kubeconfig)
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| anyhow!("KUBECONFIG has no directory"))
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {program}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn kubectl_program() -> String {
+    std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned())
+}
+
+/// Renders the chart's ServiceAccount and RBAC for a release in `namespace`, applies them, and
+/// writes a kubeconfig that authenticates as that ServiceAccount with a bound token. Returns the
+/// kubeconfig's path.
+pub fn install_chart_rbac(namespace: &str) -> Result<PathBuf> {
+    let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".to_owned());
+    let chart = repo_root().join("charts/hybrid-operator");
+    let rendered = run(
+        &helm,
+        &[
+            "template",
+            RELEASE,
+            &chart.to_string_lossy(),
+            "--namespace",
+            namespace,
+            // helm's offline default (1.20) is below the chart's kubeVersion.
+            "--kube-version",
+            "1.35.0",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        None,
+    )?;
+    run(
+        &kubectl_program(),
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+        ],
+        Some(&rendered),
+    )?;
+    let token = run(
+        &kubectl_program(),
+        &["create", "token", RELEASE, "-n", namespace, "--duration=2h"],
+        None,
+    )?;
+    let view = |path: &str| {
+        run(
+            &kubectl_program(),
+            &[
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "-o",
+                &format!("jsonpath={{{path}}}"),
+            ],
+            None,
+        )
+    };
+    let server = view(".clusters[0].cluster.server")?;
+    let ca = view(".clusters[0].cluster.certificate-authority-data")?;
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}\n\
+         users:\n- name: operator\n  user: {{token: \"{}\"}}\ncontexts:\n- name: operator\n  context: {{cluster: c, user: operator, namespace: {namespace}}}\n\
+         current-context: operator\n",
+        token.trim()
+    );
+    let path = cluster_dir()?.join(format!("operator-{namespace}.kubeconfig"));
+    std::fs::write(&path, config)?;
+    Ok(path)
+}
+
+/// The audit log user name of the chart's ServiceAccount in `namespace`.
+pub fn operator_user(namespace: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{RELEASE}")
+}
+
+/// A running `hybrid-operator` process; SIGKILLed when dropped.
+pub struct Operator {
+    child: Child,
+    kubeconfig: PathBuf,
+    namespace: String,
+    pub admin_port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts the binary as the chart's ServiceAccount, with leader election in `namespace`.
+    pub fn start(kubeconfig: &Path, namespace: &str) -> Result<Self> {
+        let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = cluster_dir()?.join(format!("logs/operator-{namespace}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let child = Command::new(operator_binary()?)
+            .args([
+                "--runtime-image",
+                "ghcr.io/hybrid-operator/hybrid-runtime:e2e",
+                "--admin-port",
+                &admin_port.to_string(),
+                "--leader-election-namespace",
+                namespace,
+                "--pod-name",
+                "e2e-operator",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("HYBRID_E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .context("starting hybrid-operator")?;
+        Ok(Self {
+            child,
+            kubeconfig: kubeconfig.to_owned(),
+            namespace: namespace.to_owned(),
+            admin_port,
+            log,
+        })
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would end it.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGKILL and start a fresh process with the same identity and credentials.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        let fresh = Self::start(&self.kubeconfig, &self.namespace)?;
+        // The old process is already reaped; dropping it only retries a harmless kill.
+        drop(std::mem::replace(self, fresh));
+        Ok(())
+    }
+
+    /// Waits until the process exits and returns its log, for start-up failures.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<(i32, String)> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                return Ok((status.code().unwrap_or(-1), log));
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("hybrid-operator still runs after {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `/metrics` of the admin server.
+    pub fn metrics(&self) -> Result<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin_port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    }
+
+    /// Sum of a counter or histogram `_count` over all label sets, 0 when absent.
+    pub fn metric_sum(&self, name: &str) -> Result<f64> {
+        Ok(self
+            .metrics()?
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One write request of the audit log.
+#[derive(Clone, Debug)]
+pub struct AuditWrite {
+    pub verb: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub code: Option<i64>,
+}
+
+impl std::fmt::Display for AuditWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}{} {}/{} -> {}",
+            self.verb,
+            self.resource,
+            self.subresource
+                .as_deref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default(),
+            self.namespace.as_deref().unwrap_or("-"),
+            self.name.as_deref().unwrap_or("-"),
+            self.code.map(|c| c.to_string()).unwrap_or_default()
+        )
+    }
+}
+
+/// The apiserver audit log (`<cluster dir>/audit.log`, written by `cluster.sh up`).
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+impl AuditLog {
+    pub fn open() -> Result<Self> {
+        let path = cluster_dir()?.join("audit.log");
+        if !path.exists() {
+            bail!(
+                "{} missing: the cluster was started without the audit log (restart it with tests/cluster/cluster.sh)",
+                path.display()
+            );
+        }
+        Ok(Self { path })
+    }
+
+    /// Current end of the log, to count from.
+    pub fn mark(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+
+    /// Write requests (create, update, patch, delete) by `user` after `mark`.
+    pub fn writes_since(&self, mark: u64, user: &str) -> Result<Vec<AuditWrite>> {
+        let mut f = std::fs::File::open(&self.path)?;
+        let mut text = String::new();
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(mark))?;
+        f.read_to_string(&mut text)?;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if e["user"]["username"] != user || e["stage"] != "ResponseComplete" {
+                continue;
+            }
+            let verb = e["verb"].as_str().unwrap_or_default();
+            if !matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            ) {
+                continue;
+            }
+            let r = &e["objectRef"];
+            let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+            out.push(AuditWrite {
+                verb: verb.to_owned(),
+                resource: s(&r["resource"]).unwrap_or_default(),
+                subresource: s(&r["subresource"]),
+                namespace: s(&r["namespace"]),
+                name: s(&r["name"]),
+                code: e["responseStatus"]["code"].as_i64(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// PersistentVolumeClaims `names` in the namespace, each bound to a hostPath PV made for it
+/// (KWOK pods never mount anything; the scheduler only needs the claims bound).
+pub async fn bound_claims(ns: &TestNamespace, names: &[&str]) -> Result<()> {
+    let pvs: Api<PersistentVolume> = Api::all(ns.client().clone());
+    for name in names {
+        let pv = format!("{}-{name}", ns.name());
+        let yaml = format!(
+            "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: {pv}, labels: {{hybrid.dev/e2e: \"true\"}}}}\n\
+             spec:\n  capacity: {{storage: 1Gi}}\n  accessModes: [ReadWriteMany]\n  persistentVolumeReclaimPolicy: Delete\n\
+             \x20 hostPath: {{path: /tmp/{pv}}}\n  claimRef: {{namespace: {ns}, name: {name}}}\n---\n\
+             apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+             spec:\n  accessModes: [ReadWriteMany]\n  resources: {{requests: {{storage: 1Gi}}}}\n  volumeName: {pv}\n  storageClassName: \"\"\n",
+            ns = ns.name()
+        );
+        crate::apply_yaml(ns.client(), None, &yaml).await?;
+        let _ = &pvs;
+    }
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    poll("claims Bound", Duration::from_secs(60), || async {
+        let list = claims.list(&ListParams::default()).await?;
+        let unbound: Vec<String> = list
+            .items
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound"))
+            .map(|c| c.name_any())
+            .collect();
+        Ok(if unbound.is_empty() {
+            Check::Done(())
+        } else {
+            Check::Waiting(format!("unbound: {unbound:?}"))
+        })
+    })
+    .await
+}
+
+/// Deletes the PVs [`bound_claims`] made for this namespace.
+pub async fn delete_volumes(client: &Client, namespace: &str) {
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    if let Ok(list) = pvs
+        .list(&ListParams::default().labels("hybrid.dev/e2e=true"))
+        .await
+    {
+        for pv in list.items {
+            if pv.name_any().starts_with(namespace) {
+                let _ = pvs.delete(&pv.name_any(), &DeleteParams::default()).await;
+            }
+        }
+    }
+}
+
+/// Sets [`JOB_POD_ANNOTATIONS`] on a Corpus or Adapter (`kind` as kubectl spells it).
+pub fn set_job_pod_annotations(
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    annotations: &serde_json::Value,
+) -> Result<()> {
+    let out = kubectl([
+        "-n",
+        namespace,
+        "annotate",
+        "--overwrite",
+        &format!("{kind}/{name}"),
+        &format!("{JOB_POD_ANNOTATIONS}={annotations}"),
+    ])?;
+    if !out.success {
+        bail!("kubectl annotate {kind}/{name}: {}", out.stderr);
+    }
+    Ok(())
+}
+
+/// Pod annotations that make a KWOK Job pod succeed with `result` as its termination message.
+pub fn kwok_result(result: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "hybrid.dev/kwok-termination-message": result.to_string() })
+}
+
+/// Plays the serving runtime's reporting role (the pods are KWOK pods; nothing runs in them):
+/// reads the model's `config.yaml` and writes, on every serving pod, the annotation a runtime
+/// that loaded it writes (docs/runtime-contract.md, section 3). Returns the serving revision.
+pub async fn report_loaded(ns: &TestNamespace, model: &str) -> Result<String> {
+    let cm = ns
+        .api::<ConfigMap>()
+        .get(&format!("{model}-runtime"))
+        .await?;
+    let yaml = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("config.yaml"))
+        .ok_or_else(|| anyhow!("{model}-runtime has no config.yaml"))?;
+    let config: serde_yaml::Value = serde_yaml::from_str(yaml)?;
+    let list = |key: &str, name: &str| -> Vec<serde_json::Value> {
+        config[key]
+            .as_sequence()
+            .map(|s| {
+                s.iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "name": e[name].as_str().unwrap_or_default(),
+                            "revision": e["revision"].as_str().unwrap_or_default(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let serving_revision = config["servingRevision"]
+        .as_str()
+        .ok_or_else(|| anyhow!("config.yaml has no servingRevision"))?
+        .to_owned();
+    let report = serde_json::json!({
+        "servingRevision": serving_revision,
+        "adapters": list("adapters", "name"),
+        "indexes": list("indexes", "corpus"),
+    });
+    let pods: Api<Pod> = ns.api();
+    let serving = pods
+        .list(&ListParams::default().labels(&format!(
+            "hybrid.dev/hybridmodel={model},app.kubernetes.io/component=serving"
+        )))
+        .await?;
+    if serving.items.is_empty() {
+        bail!("no serving pods of {model}");
+    }
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {LOADED_ANNOTATION: report.to_string()}}});
+    for pod in serving.items {
+        pods.patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    Ok(serving_revision)
+}
+
+/// UIDs of a model's serving pods, sorted.
+pub async fn serving_pod_uids(ns: &TestNamespace, model: &str) -> Result<Vec<String>> {
+    let pods: Api<Pod> = ns.api();
+    let mut uids: Vec<String> = pods
+        .list(&ListParams::default().labels(&format!(
+            "hybrid.dev/hybridmodel={model},app.kubernetes.io/component=serving"
+        )))
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    uids.sort();
+    Ok(uids)
+}
