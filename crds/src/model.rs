@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
     shortname = "hm",
     category = "hybrid",
     namespaced,
+    // The Service is named after the HybridModel, and Service names are DNS-1035 labels.
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("HybridModel names are at most 63 characters: the Service is named after it"),
     status = "HybridModelStatus",
     doc = "A served base model with LoRA adapters and retrieval over corpora",
     scale(
