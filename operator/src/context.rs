@@ -28,6 +28,8 @@ pub fn owned_objects() -> kube::runtime::watcher::Config {
 pub struct Settings {
     /// Image of `hybrid-runtime`, used by index and training Jobs and serving pods.
     pub runtime_image: String,
+    /// The ServiceMonitor CRD (Prometheus Operator) is served: give each HybridModel one.
+    pub service_monitors: bool,
 }
 
 pub struct Context {

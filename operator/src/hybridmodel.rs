@@ -189,6 +189,30 @@ where
         .await?)
 }
 
+/// [`apply`] for the ServiceMonitor, which has no typed struct here.
+async fn apply_service_monitor(ctx: &Context, ns: &str, model: &HybridModel) -> Result<()> {
+    let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    let resource = kube::api::ApiResource::from_gvk(&gvk);
+    let api: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &resource);
+    let mut body = crate::build::serving::service_monitor(model)?;
+    let name = name_of(model)?;
+    if let Some(live) = api.get_opt(&name).await?
+        && crate::build::is_applied(&body, &serde_json::to_value(&live)?)
+    {
+        return Ok(());
+    }
+    body["apiVersion"] = "monitoring.coreos.com/v1".into();
+    body["kind"] = "ServiceMonitor".into();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let ns = namespace_of(&*model)?;
@@ -231,6 +255,9 @@ async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action>
     apply(&ctx, &ns, &objects.service).await?;
     apply(&ctx, &ns, &objects.pdb).await?;
     let deployment = apply(&ctx, &ns, &objects.deployment).await?;
+    if ctx.settings.service_monitors {
+        apply_service_monitor(&ctx, &ns, &model).await?;
+    }
     // From the apiserver's watch cache (resourceVersion 0): a read, and a cheap one.
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(

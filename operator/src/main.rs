@@ -60,6 +60,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("no Kubernetes client configuration (in-cluster or KUBECONFIG)")?;
     check_crds(&client).await?;
+    let service_monitors = service_monitor_crd(&client).await;
+    tracing::info!(
+        service_monitors,
+        "ServiceMonitors for serving pods: {}",
+        if service_monitors {
+            "monitoring.coreos.com/v1 is served"
+        } else {
+            "not created (no monitoring.coreos.com/v1 ServiceMonitor CRD; restart after installing it)"
+        }
+    );
 
     let metrics = Metrics::new().context("registering metrics")?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -75,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         Settings {
             runtime_image: args.runtime_image.clone(),
+            service_monitors,
         },
         metrics,
         args.pod_name.clone(),
@@ -143,6 +154,17 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     outcome
+}
+
+/// Whether the Prometheus Operator's ServiceMonitor kind is served (discovery needs no RBAC).
+async fn service_monitor_crd(client: &Client) -> bool {
+    match kube::discovery::group(client, "monitoring.coreos.com").await {
+        Ok(group) => group
+            .versioned_resources("v1")
+            .iter()
+            .any(|(r, _)| r.kind == "ServiceMonitor"),
+        Err(_) => false,
+    }
 }
 
 /// Fails fast, with the command that fixes it, when a CRD is missing.

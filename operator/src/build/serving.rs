@@ -507,6 +507,27 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
     })
 }
 
+/// A Prometheus Operator ServiceMonitor scraping the runtime's `/metrics` through the model's
+/// Service (port `http`), owned by the HybridModel. Built as JSON: the operator does not link the
+/// Prometheus Operator's types, and creates it only where that CRD is served.
+pub fn service_monitor(model: &HybridModel) -> Result<serde_json::Value> {
+    let name = name_of(model)?;
+    let mut labels = selector_labels(&name);
+    labels.insert(LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    Ok(serde_json::json!({
+        "metadata": {
+            "name": name,
+            "namespace": namespace_of(model)?,
+            "labels": labels,
+            "ownerReferences": [controller_ref(model)?],
+        },
+        "spec": {
+            "selector": {"matchLabels": selector_labels(&name)},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+        },
+    }))
+}
+
 /// `POD_NAME` and `POD_NAMESPACE` from the downward API (where the runtime writes its report),
 /// then the user's variables.
 fn runtime_env(user: &[EnvVar]) -> Vec<EnvVar> {
@@ -650,6 +671,25 @@ spec:
             serde_yaml::to_string(&without).expect("yaml"),
         );
         assert_eq!(d.finish_revision(), o.serving_revision);
+    }
+
+    #[test]
+    fn service_monitor_scrapes_the_model_service() {
+        let sm = service_monitor(&model(MODEL)).expect("sm");
+        assert_eq!(sm["metadata"]["name"], "advisor");
+        assert_eq!(sm["metadata"]["ownerReferences"][0]["uid"], "3333-model");
+        assert_eq!(
+            sm["spec"]["selector"]["matchLabels"]["hybrid.dev/hybridmodel"],
+            "advisor"
+        );
+        let svc = build(MODEL, "ad-1", "ix-1").expect("objects").service;
+        assert_eq!(
+            sm["spec"]["endpoints"][0]["port"],
+            svc.spec.expect("spec").ports.expect("ports")[0]
+                .name
+                .clone()
+                .expect("port name")
+        );
     }
 
     #[test]

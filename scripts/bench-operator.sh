@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Operator benchmark: for each N in BENCH_SIZES (default "100 300 1000"), start a fresh local
+# cluster with enough KWOK GPU nodes, create N HybridModels (each with a Corpus, an Adapter and
+# two ConfigMaps), and run the operator as the chart's ServiceAccount until all are Ready.
+# Prints one `BENCH ...` line per N: time to all Ready, operator peak RSS, reconciles/s, and
+# writes per object on an idle resync (from the apiserver audit log). See BENCHMARKS.md.
+#
+#   BENCH_SIZES="100 300"       sizes to run
+#   BENCH_TIMEOUT_SECONDS=900   give up on a size after this long
+#   HYBRID_CLUSTER_DIR          cluster state dir (default target/bench-cluster)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export HYBRID_CLUSTER_DIR=${HYBRID_CLUSTER_DIR:-$repo/target/bench-cluster}
+CARGO=${CARGO:-cargo}
+log() { printf '[bench-operator %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+log "building the operator and the bench"
+"$CARGO" build -p hybrid-operator
+"$CARGO" test -p hybrid-e2e --features e2e --test operator_bench --no-run
+export HYBRID_OPERATOR_BIN=${HYBRID_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-operator}
+
+trap 'tests/cluster/cluster.sh down >/dev/null 2>&1 || true' EXIT
+for n in ${BENCH_SIZES:-100 300 1000}; do
+  tests/cluster/cluster.sh down >/dev/null 2>&1 || true
+  # One serving pod per model (1 GPU) plus short Job pods; 8 GPUs and 110 pods per node.
+  log "N=$n: starting a cluster with $((n / 8 + 4)) GPU nodes"
+  GPU_NODES=$((n / 8 + 4)) tests/cluster/cluster.sh up >/dev/null
+  eval "$(tests/cluster/cluster.sh env)"
+  KUBECTL=$(command -v kubectl)
+  export KUBECTL HELM="${KUBECTL%/*}/helm"
+  log "N=$n: running"
+  BENCH_MODELS=$n "$CARGO" test -p hybrid-e2e --features e2e --test operator_bench -- \
+    --ignored --nocapture 2>&1 | grep --line-buffered -E '^BENCH|bench:|panicked|Error'
+  tests/cluster/cluster.sh status | head -8
+done

@@ -1,0 +1,279 @@
+//! Operator benchmark (ignored by default; `scripts/bench-operator.sh` runs it): N HybridModels,
+//! each with its own Corpus, Adapter and ConfigMaps, on KWOK GPU nodes, with the operator
+//! running as the chart's ServiceAccount. Prints: time from the first create to all Ready,
+//! operator peak RSS, reconciles per second, and apiserver writes per object on an idle resync
+//! (the operator restarted, so every object is reconciled again). Numbers, not pass/fail.
+//!
+//! As in `operator_lifecycle`, the test plays the runtime: Job results come from KWOK
+//! termination-message annotations (passed through `hybrid.dev/job-pod-annotations`), and a
+//! loop writes each serving pod's `hybrid.dev/loaded-revisions` report from its model's
+//! config.yaml, as `hybrid-runtime serve` would after loading it.
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
+use hybrid_e2e::operator::{
+    AuditLog, JOB_POD_ANNOTATIONS, LOADED_ANNOTATION, Operator, bound_claims, delete_volumes,
+    install_chart_rbac, operator_user,
+};
+use hybrid_e2e::{TestNamespace, client, install_crds, repo_root};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn example(file: &str) -> Result<String> {
+    std::fs::read_to_string(repo_root().join("examples/finance").join(file))
+        .with_context(|| format!("examples/finance/{file}"))
+}
+
+fn annotate<K: Resource>(obj: &mut K, result: serde_json::Value) {
+    let pod = json!({"hybrid.dev/kwok-termination-message": result.to_string()});
+    obj.meta_mut()
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(JOB_POD_ANNOTATIONS.to_owned(), pod.to_string());
+}
+
+/// Writes every ready serving pod's report from its model's config.yaml; returns how many pods
+/// it patched.
+async fn play_runtime(ns: &TestNamespace) -> Result<usize> {
+    let serving = ListParams::default().labels("app.kubernetes.io/component=serving");
+    let configs: BTreeMap<String, String> = ns
+        .api::<ConfigMap>()
+        .list(&serving)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|c| {
+            let model = c.labels().get("hybrid.dev/hybridmodel")?.clone();
+            let yaml: serde_yaml::Value = serde_yaml::from_str(c.data?.get("config.yaml")?).ok()?;
+            let list = |key: &str, name: &str| -> Vec<serde_json::Value> {
+                yaml[key]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| json!({"name": e[name].as_str(), "revision": e["revision"].as_str()}))
+                    .collect()
+            };
+            let report = json!({"servingRevision": yaml["servingRevision"].as_str(),
+                "adapters": list("adapters", "name"), "indexes": list("indexes", "corpus")});
+            Some((model, report.to_string()))
+        })
+        .collect();
+    let pods: Api<Pod> = ns.api();
+    let todo: Vec<(String, String)> = pods
+        .list(&serving)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let report = configs.get(p.labels().get("hybrid.dev/hybridmodel")?)?;
+            let has = p.annotations().get(LOADED_ANNOTATION);
+            (has != Some(report)).then(|| (p.name_any(), report.clone()))
+        })
+        .collect();
+    let n = todo.len();
+    futures::stream::iter(todo)
+        .map(|(name, report)| {
+            let pods = pods.clone();
+            async move {
+                let patch = json!({"metadata": {"annotations": {LOADED_ANNOTATION: report}}});
+                pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(n)
+}
+
+async fn count_ready(api: &Api<HybridModel>) -> Result<usize> {
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|m| {
+            m.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .count())
+}
+
+#[tokio::test]
+#[ignore = "benchmark: scripts/bench-operator.sh"]
+async fn operator_bench() -> Result<()> {
+    let n: usize = env_or("BENCH_MODELS", 100);
+    let timeout = Duration::from_secs(env_or("BENCH_TIMEOUT_SECONDS", 900));
+    let client = client().await?;
+    install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "bench").await?;
+    let name = ns.name().to_owned();
+    let kubeconfig = install_chart_rbac(&name)?;
+    bound_claims(&ns, &["hybrid-models", "hybrid-artifacts"]).await?;
+    let audit = AuditLog::open()?;
+
+    let policy: ServingPolicy = serde_yaml::from_str(&example("servingpolicy.yaml")?)?;
+    let corpus_cm = example("corpus-configmap.yaml")?;
+    let (corpus_t, adapter_t, model_t) = (
+        example("corpus.yaml")?,
+        example("adapter.yaml")?,
+        example("hybridmodel.yaml")?,
+    );
+    // A small document per corpus: the operator digests ConfigMap contents, not their size.
+    let doc_cm = |i: usize, key: &str| -> Result<ConfigMap> {
+        let mut cm: ConfigMap = serde_yaml::from_str(&corpus_cm)?;
+        cm.metadata.name = Some(format!("{key}-{i}"));
+        cm.data = Some(BTreeMap::from([(
+            if key == "d" { "train.jsonl" } else { "doc.md" }.to_owned(),
+            format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"question {i}\"}}, {{\"role\": \"assistant\", \"content\": \"answer {i}\"}}]}}\n"
+            ),
+        )]));
+        Ok(cm)
+    };
+
+    let mut op = Operator::start(&kubeconfig, &name)?;
+    eprintln!(
+        "bench: {n} HybridModels in {name}; operator pid {}",
+        op.pid()
+    );
+    let t0 = Instant::now();
+    ns.api::<ServingPolicy>()
+        .create(&PostParams::default(), &policy)
+        .await?;
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let ns = &ns;
+            let (corpus_t, adapter_t, model_t) = (&corpus_t, &adapter_t, &model_t);
+            async move {
+                let pp = PostParams::default();
+                ns.api::<ConfigMap>().create(&pp, &doc_cm(i, "c")?).await?;
+                ns.api::<ConfigMap>().create(&pp, &doc_cm(i, "d")?).await?;
+                let mut c: Corpus = serde_yaml::from_str(
+                    &corpus_t
+                        .replace("name: finance-notes", &format!("name: c-{i}"))
+                        .replace("name: finance-corpus", &format!("name: c-{i}")),
+                )?;
+                annotate(&mut c, json!({"kind": "IndexResult", "revision": format!("ix-{i}"),
+                    "documents": 1, "chunks": 1, "reused": 0, "reembedded": 1,
+                    "durationSeconds": 1.0, "location": format!("/pvc/hybrid-artifacts/indexes/ix-{i}.tar.gz")}));
+                ns.api::<Corpus>().create(&pp, &c).await?;
+                let mut a: Adapter = serde_yaml::from_str(
+                    &adapter_t
+                        .replace("name: finance-compliance", &format!("name: a-{i}"))
+                        .replace("name: finance-dataset", &format!("name: d-{i}")),
+                )?;
+                annotate(&mut a, json!({"kind": "TrainResult", "revision": format!("ad-{i}"),
+                    "artifactUri": format!("file:///pvc/hybrid-artifacts/adapters/ad-{i}"),
+                    "finalLoss": 1.0, "evalLoss": null, "steps": 1, "tokensPerSecond": 1.0,
+                    "durationSeconds": 1.0}));
+                ns.api::<Adapter>().create(&pp, &a).await?;
+                let m: HybridModel = serde_yaml::from_str(
+                    &model_t
+                        .replace("name: advisor\n", &format!("name: m-{i}\n"))
+                        .replace("name: finance-compliance", &format!("name: a-{i}"))
+                        .replace("name: finance-notes", &format!("name: c-{i}")),
+                )?;
+                ns.api::<HybridModel>().create(&pp, &m).await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let created = t0.elapsed();
+    eprintln!(
+        "bench: created {} objects in {:.1} s",
+        5 * n + 1,
+        created.as_secs_f64()
+    );
+
+    let models: Api<HybridModel> = ns.api();
+    let mut last_print = Instant::now();
+    let all_ready = loop {
+        let reported = play_runtime(&ns).await?;
+        let ready = count_ready(&models).await?;
+        if ready == n {
+            break t0.elapsed();
+        }
+        if t0.elapsed() > timeout {
+            anyhow::bail!("only {ready}/{n} HybridModels Ready after {timeout:?}");
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "bench: {:>5.1} s  {ready}/{n} Ready, {reported} pod reports written, {:.0} reconciles",
+                t0.elapsed().as_secs_f64(),
+                op.metric_sum("hybrid_operator_reconcile_duration_seconds_count")
+                    .unwrap_or(0.0)
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let reconciles = op.metric_sum("hybrid_operator_reconcile_duration_seconds_count")?;
+    let rss = op.peak_rss_kib()?;
+
+    // Idle resync: restart the operator, so every object is reconciled again, and count writes.
+    let objects = 3 * n + 1;
+    let mark = audit.mark()?;
+    op.restart()?;
+    let resync_start = Instant::now();
+    loop {
+        let r = op
+            .metric_sum("hybrid_operator_reconcile_duration_seconds_count")
+            .unwrap_or(0.0);
+        if r >= objects as f64 || resync_start.elapsed() > timeout {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let resync = resync_start.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let resync_reconciles = op.metric_sum("hybrid_operator_reconcile_duration_seconds_count")?;
+    let writes: Vec<String> = audit
+        .writes_since(mark, &operator_user(&name))?
+        .into_iter()
+        .filter(|w| w.resource != "leases")
+        .map(|w| w.to_string())
+        .collect();
+    let resync_rss = op.peak_rss_kib()?;
+
+    println!(
+        "BENCH models={n} objects={objects} created_s={:.1} all_ready_s={:.1} reconciles={reconciles:.0} \
+         reconciles_per_s={:.1} peak_rss_mib={:.1} resync_s={:.1} resync_reconciles={resync_reconciles:.0} \
+         resync_peak_rss_mib={:.1} idle_writes={} idle_writes_per_object={:.3}",
+        created.as_secs_f64(),
+        all_ready.as_secs_f64(),
+        reconciles / all_ready.as_secs_f64(),
+        rss as f64 / 1024.0,
+        resync.as_secs_f64(),
+        resync_rss as f64 / 1024.0,
+        writes.len(),
+        writes.len() as f64 / objects as f64,
+    );
+    if !writes.is_empty() {
+        println!(
+            "BENCH idle writes (first 20): {:#?}",
+            &writes[..writes.len().min(20)]
+        );
+    }
+    drop(op);
+    delete_volumes(ns.client(), &name).await;
+    Ok(())
+}
