@@ -42,3 +42,9 @@ cluster-down:
 ## The product's main job locally (see README).
 demo:
 	scripts/demo.sh
+
+## Serving benchmarks with llama.cpp and sentence-transformers baselines, side by side
+## (BENCHMARKS.md, "Serving"; ~15 min on 2 cores, first run also compiles llama.cpp).
+.PHONY: bench-serve
+bench-serve:
+	scripts/bench-serve.sh
