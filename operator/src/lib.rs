@@ -3,6 +3,7 @@
 //! with server-side apply → status ([`status`], written only when it changed).
 
 pub mod adapter;
+pub mod autoscaler;
 pub mod admin;
 pub mod build;
 pub mod context;
