@@ -31,7 +31,7 @@ trap cleanup EXIT
 
 # helm built from source assumes Kubernetes v1.20 unless told; check for the pinned version.
 # The second value set switches on every optional template, so those render and lint too.
-all_on=(--set metrics.serviceMonitor.enabled=true --set prometheusRule.enabled=true)
+all_on=(--set metrics.serviceMonitor.enabled=true --set prometheusRule.enabled=true --set grafanaDashboard.enabled=true)
 log "helm lint"
 "$BIN/helm" lint --strict --kube-version "$K8S_VERSION" "$chart"
 "$BIN/helm" lint --strict --kube-version "$K8S_VERSION" "$chart" "${all_on[@]}"
