@@ -8,6 +8,8 @@ pub mod index;
 pub mod lora;
 pub mod model;
 pub mod retrieve;
+#[cfg(feature = "serve-wip")]
+pub mod serve;
 pub mod source;
 pub mod store;
 pub mod tokenizer;

@@ -52,6 +52,11 @@ impl TargetModule {
         }
     }
 
+    /// Position in [`TargetModule::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The parent module in the HF module tree (`self_attn` or `mlp`).
     pub fn hf_parent(self) -> &'static str {
         match self {
@@ -177,6 +182,55 @@ impl LoraBranch {
             *last = self.b.dim(0)?;
         }
         y.reshape(out_dims)? * self.scale
+    }
+}
+
+/// An adapter's LoRA branches held apart from any model, so that several adapters can share one
+/// base model and be chosen per forward call (`Llama::forward_cached_with`). Built once and then
+/// only read: serving shares it in an `Arc`, so a request keeps the revision it started with.
+#[derive(Debug, Clone)]
+pub struct AdapterSet {
+    pub settings: LoraSettings,
+    layers: Vec<[Option<LoraBranch>; 7]>,
+}
+
+impl AdapterSet {
+    /// An adapter without branches for a model of `num_layers` layers.
+    pub fn new(settings: LoraSettings, num_layers: usize) -> Self {
+        Self {
+            settings,
+            layers: vec![Default::default(); num_layers],
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Sets the branch of `module` in `layer`; `false` when the layer is out of range.
+    pub fn insert(&mut self, layer: usize, module: TargetModule, branch: LoraBranch) -> bool {
+        match self.layers.get_mut(layer) {
+            Some(slots) => {
+                slots[module.index()] = Some(branch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn branch(&self, layer: usize, module: TargetModule) -> Option<&LoraBranch> {
+        self.layers
+            .get(layer)
+            .and_then(|slots| slots[module.index()].as_ref())
+    }
+
+    /// Every branch with its layer index and module, in a stable order.
+    pub fn branches(&self) -> impl Iterator<Item = (usize, TargetModule, &LoraBranch)> {
+        self.layers.iter().enumerate().flat_map(|(i, slots)| {
+            TargetModule::ALL
+                .into_iter()
+                .filter_map(move |m| slots[m.index()].as_ref().map(|b| (i, m, b)))
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::{LoraBranch, LoraSettings, TargetModule};
+use super::{AdapterSet, LoraBranch, LoraSettings, TargetModule};
 use crate::model::{Llama, LlamaConfig, RopeLayout};
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -156,45 +156,63 @@ fn set_readable(_path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads a PEFT LoRA adapter from `dir` and attaches it to `model`, replacing any branches the
-/// model had. Returns the adapter's settings.
+/// Reads a PEFT LoRA adapter from `dir` and attaches it to `model`, replacing the branches of
+/// the modules it holds. Returns the adapter's settings.
 pub fn load(model: &mut Llama, dir: &Path, device: &Device) -> Result<LoraSettings, String> {
+    let adapter = read(&model.config, model.layers.len(), dir, device)?;
+    for (layer, module, branch) in adapter.branches() {
+        if let Some(block) = model.layers.get_mut(layer) {
+            block.linear_mut(module).lora = Some(branch.clone());
+        }
+    }
+    Ok(adapter.settings)
+}
+
+/// Reads a PEFT LoRA adapter from `dir` for a model of this shape, without attaching it: the
+/// result is passed per call to `Llama::forward_cached_with` (serving several adapters over one
+/// base model).
+pub fn read(
+    config: &LlamaConfig,
+    num_layers: usize,
+    dir: &Path,
+    device: &Device,
+) -> Result<AdapterSet, String> {
     let config_path = dir.join(CONFIG_FILE);
     let raw = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let config: AdapterConfig = serde_json::from_str(&raw)
+    let peft: AdapterConfig = serde_json::from_str(&raw)
         .map_err(|e| format!("{}: not a PEFT LoRA config: {e}", config_path.display()))?;
-    if config.peft_type != "LORA" {
+    if peft.peft_type != "LORA" {
         return Err(format!(
             "{}: peft_type {} is not LORA",
             config_path.display(),
-            config.peft_type
+            peft.peft_type
         ));
     }
-    if config.fan_in_fan_out {
+    if peft.fan_in_fan_out {
         return Err(format!(
             "{}: fan_in_fan_out adapters are not supported",
             config_path.display()
         ));
     }
-    let target_modules = config
+    let target_modules = peft
         .target_modules
         .iter()
         .map(|m| m.parse::<TargetModule>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let settings = LoraSettings {
-        rank: config.r,
-        alpha: config.lora_alpha,
-        dropout: config.lora_dropout,
+        rank: peft.r,
+        alpha: peft.lora_alpha,
+        dropout: peft.lora_dropout,
         target_modules,
-        use_rslora: config.use_rslora,
+        use_rslora: peft.use_rslora,
     };
     let weights = dir.join(WEIGHTS_FILE);
     let mut tensors = candle_core::safetensors::load(&weights, device)
         .map_err(|e| format!("cannot read {}: {e}", weights.display()))?;
-    let config = model.config.clone();
-    for (layer, block) in model.layers.iter_mut().enumerate() {
+    let mut adapter = AdapterSet::new(settings.clone(), num_layers);
+    for layer in 0..num_layers {
         for &module in &settings.target_modules {
             let a = tensors.remove(&tensor_key(layer, module, "A"));
             let b = tensors.remove(&tensor_key(layer, module, "B"));
@@ -222,14 +240,14 @@ pub fn load(model: &mut Llama, dir: &Path, device: &Device) -> Result<LoraSettin
                 .to_dtype(candle_core::DType::F32)
                 .map_err(|e| e.to_string())?;
             let b = b_from_peft(
-                &config,
+                config,
                 module,
                 &b.to_dtype(candle_core::DType::F32)
                     .map_err(|e| e.to_string())?,
             )
             .map_err(|e| e.to_string())?;
             let branch = LoraBranch::new(a, b, &settings).map_err(|e| e.to_string())?;
-            block.linear_mut(module).lora = Some(branch);
+            adapter.insert(layer, module, branch);
         }
     }
     if let Some(extra) = tensors.keys().next() {
@@ -238,7 +256,7 @@ pub fn load(model: &mut Llama, dir: &Path, device: &Device) -> Result<LoraSettin
             weights.display()
         ));
     }
-    Ok(settings)
+    Ok(adapter)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, Error, Module, Result, Tensor};
 
-use crate::lora::{LoraBranch, LoraSettings, TargetModule};
+use crate::lora::{AdapterSet, LoraBranch, LoraSettings, TargetModule};
 
 /// How RoPE pairs the dimensions of a head, which follows from how q/k rows are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,12 +115,22 @@ pub struct AdaptedLinear {
 }
 
 impl AdaptedLinear {
-    fn forward(&self, x: &Tensor, dropout: Option<&crate::lora::DropoutRng>) -> Result<Tensor> {
-        let y = self.base.forward(x)?;
-        match &self.lora {
-            Some(lora) => y + lora.forward(x, dropout)?,
-            None => Ok(y),
+    /// `extra` is a per-call adapter's branch for this layer (serving), added on top of the
+    /// attached one; it never sees dropout.
+    fn forward(
+        &self,
+        x: &Tensor,
+        dropout: Option<&crate::lora::DropoutRng>,
+        extra: Option<&LoraBranch>,
+    ) -> Result<Tensor> {
+        let mut y = self.base.forward(x)?;
+        if let Some(lora) = &self.lora {
+            y = (y + lora.forward(x, dropout)?)?;
         }
+        if let Some(lora) = extra {
+            y = (y + lora.forward(x, None)?)?;
+        }
+        Ok(y)
     }
 }
 
@@ -348,13 +358,33 @@ impl Llama {
         input_ids: &Tensor,
         dropout: Option<&crate::lora::DropoutRng>,
     ) -> Result<Tensor> {
-        self.hidden_from(input_ids, None, dropout)
+        self.hidden_from(input_ids, None, dropout, None)
     }
 
     /// Runs `input_ids` `(batch, seq)` after the tokens already in `cache`, appends their keys
     /// and values to it, and returns the logits `(batch, seq, vocab)` of the new positions.
     pub fn forward_cached(&self, input_ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let hidden = self.hidden_from(input_ids, Some(cache), None)?;
+        self.forward_cached_with(input_ids, cache, None)
+    }
+
+    /// [`Self::forward_cached`] with an adapter chosen for this call, applied on top of any
+    /// attached branches. The model is not changed, so one `Llama` serves many adapters at once.
+    pub fn forward_cached_with(
+        &self,
+        input_ids: &Tensor,
+        cache: &mut KvCache,
+        adapter: Option<&AdapterSet>,
+    ) -> Result<Tensor> {
+        if let Some(a) = adapter
+            && a.num_layers() != self.layers.len()
+        {
+            return Err(Error::msg(format!(
+                "adapter has {} layers, the model {}",
+                a.num_layers(),
+                self.layers.len()
+            )));
+        }
+        let hidden = self.hidden_from(input_ids, Some(cache), None, adapter)?;
         self.logits(&hidden)
     }
 
@@ -363,6 +393,7 @@ impl Llama {
         input_ids: &Tensor,
         mut cache: Option<&mut KvCache>,
         dropout: Option<&crate::lora::DropoutRng>,
+        adapter: Option<&AdapterSet>,
     ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let past = cache.as_ref().map(|c| c.len).unwrap_or(0);
@@ -382,7 +413,8 @@ impl Llama {
         };
         for (i, block) in self.layers.iter().enumerate() {
             let slot = cache.as_mut().and_then(|c| c.layers.get_mut(i));
-            x = self.block_forward(block, &x, (&cos, &sin), mask.as_ref(), slot, dropout)?;
+            let extra = adapter.map(|a| (a, i));
+            x = self.block_forward(block, &x, (&cos, &sin), mask.as_ref(), slot, dropout, extra)?;
         }
         if let Some(c) = cache {
             c.len += t;
@@ -415,6 +447,8 @@ impl Llama {
         Ok((freqs.cos()?, freqs.sin()?))
     }
 
+    // One argument per input of the block; a struct for them would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
     fn block_forward(
         &self,
         block: &Block,
@@ -423,8 +457,10 @@ impl Llama {
         mask: Option<&Tensor>,
         cache: Option<&mut Option<(Tensor, Tensor)>>,
         dropout: Option<&crate::lora::DropoutRng>,
+        adapter: Option<(&AdapterSet, usize)>,
     ) -> Result<Tensor> {
         let c = &self.config;
+        let extra = |m: TargetModule| adapter.and_then(|(a, layer)| a.branch(layer, m));
         let eps = c.rms_norm_eps as f32;
         let (b, t, _) = x.dims3()?;
         let hd = c.head_dim();
@@ -432,9 +468,24 @@ impl Llama {
         let heads = |y: Tensor, n: usize| -> Result<Tensor> {
             y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
         };
-        let q = heads(block.q_proj.forward(&h, dropout)?, c.num_heads)?;
-        let k = heads(block.k_proj.forward(&h, dropout)?, c.num_kv_heads)?;
-        let v = heads(block.v_proj.forward(&h, dropout)?, c.num_kv_heads)?;
+        let q = heads(
+            block
+                .q_proj
+                .forward(&h, dropout, extra(TargetModule::QProj))?,
+            c.num_heads,
+        )?;
+        let k = heads(
+            block
+                .k_proj
+                .forward(&h, dropout, extra(TargetModule::KProj))?,
+            c.num_kv_heads,
+        )?;
+        let v = heads(
+            block
+                .v_proj
+                .forward(&h, dropout, extra(TargetModule::VProj))?,
+            c.num_kv_heads,
+        )?;
         let (q, k) = match c.rope_layout {
             RopeLayout::Interleaved => (
                 candle_nn::rotary_emb::rope_i_slow(&q, cos, sin)?,
@@ -477,11 +528,20 @@ impl Llama {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, t, c.num_heads * hd))?;
-        let x = (x + block.o_proj.forward(&attn, dropout)?)?;
+        let x = (x + block
+            .o_proj
+            .forward(&attn, dropout, extra(TargetModule::OProj))?)?;
         let h = candle_nn::ops::rms_norm_slow(&x, &block.mlp_norm, eps)?;
-        let gate = block.gate_proj.forward(&h, dropout)?.silu()?;
-        let up = block.up_proj.forward(&h, dropout)?;
-        let mlp = block.down_proj.forward(&(gate * up)?, dropout)?;
+        let gate = block
+            .gate_proj
+            .forward(&h, dropout, extra(TargetModule::GateProj))?
+            .silu()?;
+        let up = block
+            .up_proj
+            .forward(&h, dropout, extra(TargetModule::UpProj))?;
+        let mlp = block
+            .down_proj
+            .forward(&(gate * up)?, dropout, extra(TargetModule::DownProj))?;
         x + mlp
     }
 }

@@ -1,0 +1,354 @@
+//! `config.yaml` of `hybrid-runtime serve`: the schema of docs/runtime-contract.md §1, parsed
+//! strictly (an unknown field is an error naming it) and validated before anything is loaded.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Largest `topK` a config or a request may ask for; the same bound as the ServingPolicy CRD
+/// (crds/src/policy.rs). More passages than this never fit a small model's prompt anyway.
+pub const MAX_TOP_K: usize = 64;
+
+/// Passages per question when the config does not say.
+pub const DEFAULT_TOP_K: usize = 4;
+
+/// Sequences generated at once by default: on CPU, more only slows each one down.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// Requests waiting beyond the running ones by default; more are answered 429 at once rather
+/// than left to time out in a queue.
+pub const DEFAULT_MAX_QUEUE: usize = 32;
+/// Prompt tokens (with retrieved passages) by default: SmolLM2's context is 2048 (8192 for the
+/// larger ones), and prefill time grows with the square of the prompt on CPU.
+pub const DEFAULT_MAX_PROMPT_TOKENS: usize = 2048;
+/// Upper bound on a request's `max_tokens` by default.
+pub const DEFAULT_MAX_TOKENS: usize = 512;
+
+/// Adapter name that selects the base model alone (`<name>:base`), so no adapter may use it.
+pub const BASE_ADAPTER: &str = "base";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServeConfig {
+    /// HybridModel name; the served model ids derive from it.
+    pub name: String,
+    /// Digest the operator computed over the rest of the file; reported back verbatim. Computed
+    /// from the file content when absent (hand-written configs).
+    #[serde(default)]
+    pub serving_revision: Option<String>,
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub adapters: Vec<AdapterSpec>,
+    #[serde(default)]
+    pub indexes: Vec<IndexSpec>,
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+    #[serde(default)]
+    pub prompt_template: Option<String>,
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_top_k() -> usize {
+    DEFAULT_TOP_K
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Path, file://, s3:// or http(s)://.
+    pub source: String,
+    #[serde(default)]
+    pub format: ModelFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    #[default]
+    Gguf,
+    Safetensors,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdapterSpec {
+    pub name: String,
+    pub revision: String,
+    /// Directory with `adapter_config.json` and `adapter_model.safetensors`.
+    pub artifact_uri: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IndexSpec {
+    pub corpus: String,
+    pub revision: String,
+    /// Snapshot archive written by `index`.
+    pub location: String,
+    /// Embedding model directory (the one the index was built with).
+    pub embedder: String,
+    #[serde(default)]
+    pub dimensions: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "d_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default = "d_queue")]
+    pub max_queue: usize,
+    #[serde(default = "d_prompt")]
+    pub max_prompt_tokens: usize,
+    #[serde(default = "d_tokens")]
+    pub max_tokens: usize,
+}
+
+fn d_concurrency() -> usize {
+    DEFAULT_MAX_CONCURRENCY
+}
+fn d_queue() -> usize {
+    DEFAULT_MAX_QUEUE
+}
+fn d_prompt() -> usize {
+    DEFAULT_MAX_PROMPT_TOKENS
+}
+fn d_tokens() -> usize {
+    DEFAULT_MAX_TOKENS
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_queue: DEFAULT_MAX_QUEUE,
+            max_prompt_tokens: DEFAULT_MAX_PROMPT_TOKENS,
+            max_tokens: DEFAULT_MAX_TOKENS,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config field `{field}`: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Hex sha256 of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl ServeConfig {
+    /// Parses and validates a config file's text. `serde_yaml` names the unknown field and its
+    /// line, which is the message a person needs.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let mut config: ServeConfig =
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if config.serving_revision.is_none() {
+            config.serving_revision = Some(format!("sr-{}", &digest(text.as_bytes())[..20]));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn read(path: &Path) -> Result<(Self, String), ConfigError> {
+        let bytes = std::fs::read(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: format!("not UTF-8: {e}"),
+        })?;
+        let config = Self::parse(&text)?;
+        Ok((config, digest(text.as_bytes())))
+    }
+
+    pub fn serving_revision(&self) -> &str {
+        self.serving_revision.as_deref().unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() || self.name.contains(':') {
+            return Err(invalid("name", "must be non-empty and contain no `:`"));
+        }
+        if self.model.source.trim().is_empty() {
+            return Err(invalid("model.source", "must not be empty"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.adapters.iter().enumerate() {
+            let field = |f: &str| format!("adapters[{i}].{f}");
+            if a.name.trim().is_empty() || a.name.contains(':') {
+                return Err(invalid(
+                    field("name"),
+                    "must be non-empty and contain no `:`",
+                ));
+            }
+            if a.name == BASE_ADAPTER {
+                return Err(invalid(
+                    field("name"),
+                    format!("`{BASE_ADAPTER}` is reserved for the base model alone"),
+                ));
+            }
+            if !seen.insert(a.name.as_str()) {
+                return Err(invalid(
+                    field("name"),
+                    format!("duplicate adapter `{}`", a.name),
+                ));
+            }
+            if a.revision.trim().is_empty() {
+                return Err(invalid(field("revision"), "must not be empty"));
+            }
+            if a.artifact_uri.trim().is_empty() {
+                return Err(invalid(field("artifactUri"), "must not be empty"));
+            }
+        }
+        let mut corpora = std::collections::HashSet::new();
+        for (i, x) in self.indexes.iter().enumerate() {
+            let field = |f: &str| format!("indexes[{i}].{f}");
+            if x.corpus.trim().is_empty() {
+                return Err(invalid(field("corpus"), "must not be empty"));
+            }
+            if !corpora.insert(x.corpus.as_str()) {
+                return Err(invalid(
+                    field("corpus"),
+                    format!("duplicate corpus `{}`", x.corpus),
+                ));
+            }
+            if x.location.trim().is_empty() {
+                return Err(invalid(field("location"), "must not be empty"));
+            }
+            if x.embedder.trim().is_empty() {
+                return Err(invalid(field("embedder"), "must not be empty"));
+            }
+            if x.dimensions == Some(0) {
+                return Err(invalid(field("dimensions"), "must be positive"));
+            }
+        }
+        if !(1..=MAX_TOP_K).contains(&self.top_k) {
+            return Err(invalid(
+                "topK",
+                format!("must be between 1 and {MAX_TOP_K}, got {}", self.top_k),
+            ));
+        }
+        if let Some(t) = &self.prompt_template
+            && !t.contains("{question}")
+        {
+            return Err(invalid("promptTemplate", "must contain `{question}`"));
+        }
+        let l = &self.limits;
+        for (field, v) in [
+            ("limits.maxConcurrency", l.max_concurrency),
+            ("limits.maxQueue", l.max_queue),
+            ("limits.maxPromptTokens", l.max_prompt_tokens),
+            ("limits.maxTokens", l.max_tokens),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    /// What `/v1/admin/revisions` and the Pod annotation report (contract §3).
+    pub fn loaded_revisions(&self) -> serde_json::Value {
+        serde_json::json!({
+            "servingRevision": self.serving_revision(),
+            "adapters": self.adapters.iter()
+                .map(|a| serde_json::json!({"name": a.name, "revision": a.revision}))
+                .collect::<Vec<_>>(),
+            "indexes": self.indexes.iter()
+                .map(|x| serde_json::json!({"name": x.corpus, "revision": x.revision}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name: finance-assistant
+servingRevision: sr-1
+model:
+  source: /models/smollm2.gguf
+  format: gguf
+adapters:
+  - name: finance-tone
+    revision: ad-1
+    artifactUri: file:///artifacts/finance-tone/ad-1
+indexes:
+  - corpus: finance-docs
+    revision: ix-1
+    location: file:///indexes/ix-1.tar.gz
+    embedder: /models/minilm
+    dimensions: 384
+topK: 4
+promptTemplate: "C: {context} Q: {question}"
+systemPrompt: "Be brief."
+limits:
+  maxConcurrency: 2
+"#;
+
+    #[test]
+    fn contract_example_parses_with_default_limits() {
+        let c = ServeConfig::parse(FULL).expect("valid config");
+        assert_eq!(c.serving_revision(), "sr-1");
+        assert_eq!(
+            c.adapters[0].artifact_uri,
+            "file:///artifacts/finance-tone/ad-1"
+        );
+        assert_eq!(c.limits.max_concurrency, 2);
+        assert_eq!(c.limits.max_queue, DEFAULT_MAX_QUEUE);
+        assert_eq!(c.limits.max_tokens, DEFAULT_MAX_TOKENS);
+        let r = c.loaded_revisions();
+        assert_eq!(r["indexes"][0]["name"], "finance-docs");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = ServeConfig::parse(&FULL.replace("topK: 4", "topK: 4\ntopP: 1"))
+            .expect_err("unknown field");
+        assert!(err.to_string().contains("topP"), "{err}");
+        let err = ServeConfig::parse(&FULL.replace("maxConcurrency: 2", "maxConcurency: 2"))
+            .expect_err("misspelt limit");
+        assert!(err.to_string().contains("maxConcurency"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let err = ServeConfig::parse(&FULL.replace("topK: 4", "topK: 65")).expect_err("topK");
+        assert!(err.to_string().contains("topK"), "{err}");
+        let err = ServeConfig::parse(&FULL.replace("name: finance-tone", "name: base"))
+            .expect_err("reserved");
+        assert!(err.to_string().contains("adapters[0].name"), "{err}");
+        let err = ServeConfig::parse(&FULL.replace("C: {context} Q: {question}", "no slots"))
+            .expect_err("template");
+        assert!(err.to_string().contains("promptTemplate"), "{err}");
+    }
+
+    #[test]
+    fn serving_revision_defaults_to_the_content_digest() {
+        let text = FULL.replace("servingRevision: sr-1\n", "");
+        let a = ServeConfig::parse(&text).expect("valid");
+        let b = ServeConfig::parse(&text.replace("Be brief.", "Be terse.")).expect("valid");
+        assert!(a.serving_revision().starts_with("sr-"));
+        assert_ne!(a.serving_revision(), b.serving_revision());
+    }
+}

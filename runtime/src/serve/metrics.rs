@@ -1,0 +1,186 @@
+//! Prometheus metrics of `serve` (names listed in docs/runtime-serve.md). Labels are bounded:
+//! `model` is a served model id validated against the config (unknown ids count as `unknown`),
+//! `adapter` an adapter name or `base`, `outcome` one of [`Outcome`].
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// How a request ended, as the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    ClientError,
+    Rejected,
+    Cancelled,
+    ServerError,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientError => "client_error",
+            Outcome::Rejected => "rejected",
+            Outcome::Cancelled => "cancelled",
+            Outcome::ServerError => "server_error",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub request_duration: HistogramVec,
+    pub time_to_first_token: HistogramVec,
+    pub inter_token_latency: HistogramVec,
+    pub embedding_duration: Histogram,
+    pub retrieval_duration: Histogram,
+    pub prompt_tokens: IntCounterVec,
+    pub completion_tokens: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub queue_depth: IntGauge,
+    pub in_flight: IntGauge,
+    pub loaded_revision: IntGaugeVec,
+    pub config_reload: IntCounterVec,
+}
+
+/// Request and first-token latencies on CPU span milliseconds to a minute.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+const STEP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let hist = |name: &str, help: &str, buckets: &[f64], labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let plain = |name: &str, help: &str| {
+            let h = Histogram::with_opts(
+                HistogramOpts::new(name, help).buckets(STEP_BUCKETS.to_vec()),
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let ml = &["model", "adapter"];
+        let metrics = Self {
+            request_duration: hist(
+                "hybrid_runtime_request_duration_seconds",
+                "Chat completion requests from arrival to the last byte, by outcome.",
+                LATENCY_BUCKETS,
+                &["model", "adapter", "outcome"],
+            )?,
+            time_to_first_token: hist(
+                "hybrid_runtime_time_to_first_token_seconds",
+                "From a request's arrival (retrieval and queueing included) to its first token.",
+                LATENCY_BUCKETS,
+                ml,
+            )?,
+            inter_token_latency: hist(
+                "hybrid_runtime_inter_token_latency_seconds",
+                "Between consecutive generated tokens of one sequence.",
+                STEP_BUCKETS,
+                ml,
+            )?,
+            embedding_duration: plain(
+                "hybrid_runtime_embedding_duration_seconds",
+                "Embedding a question or an /v1/embeddings input batch.",
+            )?,
+            retrieval_duration: plain(
+                "hybrid_runtime_retrieval_duration_seconds",
+                "Vector search over the loaded indexes for one question.",
+            )?,
+            prompt_tokens: counter(
+                "hybrid_runtime_prompt_tokens_total",
+                "Prompt tokens (retrieved passages included) of admitted requests.",
+                ml,
+            )?,
+            completion_tokens: counter(
+                "hybrid_runtime_completion_tokens_total",
+                "Generated tokens.",
+                ml,
+            )?,
+            requests: counter(
+                "hybrid_runtime_requests_total",
+                "Chat completion requests by outcome.",
+                &["model", "adapter", "outcome"],
+            )?,
+            queue_depth: {
+                let g = IntGauge::new(
+                    "hybrid_runtime_queue_depth",
+                    "Requests waiting for a generation slot.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            in_flight: {
+                let g = IntGauge::new(
+                    "hybrid_runtime_in_flight_sequences",
+                    "Sequences being generated now.",
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            loaded_revision: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "hybrid_runtime_loaded_revision_info",
+                        "1 for each revision serving new requests (kind: serving, adapter, index).",
+                    ),
+                    &["kind", "name", "revision"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            config_reload: counter(
+                "hybrid_runtime_config_reload_total",
+                "Config (re)loads by outcome (ok, error).",
+                &["outcome"],
+            )?,
+            registry,
+        };
+        Ok(metrics)
+    }
+
+    /// Replaces the loaded-revision series with the new set (old revisions stop being reported).
+    pub fn set_loaded(&self, revisions: &serde_json::Value) {
+        self.loaded_revision.reset();
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        self.loaded_revision
+            .with_label_values(&["serving", "", s(&revisions["servingRevision"]).as_str()])
+            .set(1);
+        for (kind, key) in [("adapter", "adapters"), ("index", "indexes")] {
+            for item in revisions[key].as_array().into_iter().flatten() {
+                self.loaded_revision
+                    .with_label_values(&[
+                        kind,
+                        s(&item["name"]).as_str(),
+                        s(&item["revision"]).as_str(),
+                    ])
+                    .set(1);
+            }
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            return format!("# metrics encoding failed: {e}\n");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}

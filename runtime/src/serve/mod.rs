@@ -1,0 +1,368 @@
+//! `hybrid-runtime serve`: OpenAI-compatible chat completions over one base model with
+//! per-request LoRA adapters and retrieval from embedded index revisions (docs/runtime-serve.md).
+//!
+//! Layout: [`config`] is the contract's `config.yaml`; [`state`] loads revisions into immutable
+//! snapshots; [`engine`] owns the model on its own thread; [`api`] is the HTTP layer, talking to
+//! the engine only through channels; [`metrics`] the Prometheus series.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use api::AppState;
+use config::{AdapterSpec, IndexSpec, Limits, ModelFormat, ModelSpec, ServeConfig};
+use engine::{EngineSettings, LlamaModel};
+use metrics::Metrics;
+use state::{Current, Loader};
+
+/// Test-only: milliseconds the engine sleeps after every decode round, to make a small model
+/// look slow (autoscaler e2e). Never set it in production.
+pub const INJECT_DECODE_DELAY_ENV: &str = "HYBRID_RUNTIME_INJECT_DECODE_DELAY_MS";
+
+/// How often the config file's digest is compared (contract §2: a second is enough).
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// config.yaml as the operator renders it (docs/runtime-contract.md); reloaded on change.
+    #[arg(long, conflicts_with_all = ["model", "index", "adapter"])]
+    pub config: Option<PathBuf>,
+    /// Local mode: base model (GGUF file or safetensors directory; path or URI).
+    #[arg(long, required_unless_present = "config")]
+    pub model: Option<String>,
+    /// Local mode: index revision archive (repeatable).
+    #[arg(long)]
+    pub index: Vec<String>,
+    /// Local mode: embedding model directory the indexes were built with.
+    #[arg(long, env = "HYBRID_EMBEDDER_DIR")]
+    pub embedder: Option<String>,
+    /// Local mode: `name=dir` PEFT adapter (repeatable; the first is the default).
+    #[arg(long, value_parser = parse_adapter)]
+    pub adapter: Vec<(String, String)>,
+    /// Local mode: served model name.
+    #[arg(long, default_value = "local")]
+    pub name: String,
+    /// Local mode: passages per question.
+    #[arg(long, default_value_t = config::DEFAULT_TOP_K)]
+    pub top_k: usize,
+    /// Local mode: system prompt.
+    #[arg(long)]
+    pub system_prompt: Option<String>,
+    /// Local mode: sequences generated at once.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONCURRENCY)]
+    pub max_concurrency: usize,
+    /// Local mode: requests waiting beyond those (more get 429).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_QUEUE)]
+    pub max_queue: usize,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Enables POST /v1/admin/reload (loopback clients only).
+    #[arg(long)]
+    pub admin_reload: bool,
+    /// Where remote models, adapters and index archives are downloaded and unpacked.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("hybrid-serve"))]
+    pub scratch: PathBuf,
+}
+
+fn parse_adapter(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(n, d)| (n.to_string(), d.to_string()))
+        .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+        .ok_or_else(|| format!("--adapter takes name=dir, got `{s}`"))
+}
+
+fn file_digest(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|b| config::digest(&b)[..12].to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The config local flags stand for, so both modes run the same code.
+pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, String> {
+    let model = args
+        .model
+        .clone()
+        .ok_or("--model or --config is required")?;
+    let format = match Path::new(&model).is_dir() {
+        true => ModelFormat::Safetensors,
+        false => ModelFormat::Gguf,
+    };
+    if !args.index.is_empty() && args.embedder.is_none() {
+        return Err("--index needs --embedder (or HYBRID_EMBEDDER_DIR)".into());
+    }
+    let indexes = args
+        .index
+        .iter()
+        .enumerate()
+        .map(|(i, location)| {
+            let stem = location
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(".tar.gz")
+                .to_string();
+            IndexSpec {
+                corpus: match args.index.len() {
+                    1 => "local".to_string(),
+                    _ => format!("local-{i}"),
+                },
+                revision: stem,
+                location: location.clone(),
+                embedder: args.embedder.clone().unwrap_or_default(),
+                dimensions: None,
+            }
+        })
+        .collect();
+    let adapters = args
+        .adapter
+        .iter()
+        .map(|(name, dir)| AdapterSpec {
+            name: name.clone(),
+            revision: format!(
+                "local-{}",
+                file_digest(&Path::new(dir).join(crate::lora::peft::WEIGHTS_FILE))
+            ),
+            artifact_uri: dir.clone(),
+        })
+        .collect();
+    let config = ServeConfig {
+        name: args.name.clone(),
+        serving_revision: Some("local".into()),
+        model: ModelSpec {
+            source: model,
+            format,
+        },
+        adapters,
+        indexes,
+        top_k: args.top_k,
+        prompt_template: None,
+        system_prompt: args.system_prompt.clone(),
+        limits: Limits {
+            max_concurrency: args.max_concurrency,
+            max_queue: args.max_queue,
+            ..Limits::default()
+        },
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// Runs the subcommand and returns the process exit code.
+pub fn main(args: &ServeArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+async fn run(args: &ServeArgs) -> Result<(), String> {
+    let (config, digest) = match &args.config {
+        Some(path) => {
+            let (c, d) = ServeConfig::read(path).map_err(|e| e.to_string())?;
+            (c, Some(d))
+        }
+        None => (local_config(args)?, None),
+    };
+    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let state = Arc::new(AppState {
+        current: Current::default(),
+        base: OnceLock::new(),
+        engine: OnceLock::new(),
+        loader: OnceLock::new(),
+        metrics,
+        limits: config.limits,
+        admin_reload: args.admin_reload,
+        config_path: args.config.clone(),
+        reload: tokio::sync::Mutex::new(digest),
+        load_error: RwLock::new(None),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!("listening on http://{local} (ready once the model and indexes are loaded)");
+    let app = api::router(state.clone());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal());
+    let loading = load_initial(state.clone(), config, args.scratch.clone());
+    let server = async { server.await.map_err(|e| format!("server: {e}")) };
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r,
+        r = loading => r?,
+    }
+    if state.config_path.is_some() {
+        let watcher = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CONFIG_POLL).await;
+                if let Err(e) = reload_once(&watcher, false).await {
+                    tracing::error!("config reload failed; the previous config keeps serving: {e}");
+                }
+            }
+        });
+    }
+    server.await
+}
+
+async fn load_initial(
+    state: Arc<AppState>,
+    config: ServeConfig,
+    scratch: PathBuf,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let result = async {
+        let base = Arc::new(state::load_base(&config, &scratch).await?);
+        tracing::info!(
+            "model {} loaded ({} layers)",
+            config.model.source,
+            base.model.layers.len()
+        );
+        let decode_delay = std::env::var(INJECT_DECODE_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or_default();
+        if !decode_delay.is_zero() {
+            tracing::warn!("{INJECT_DECODE_DELAY_ENV} is set: every decode step sleeps {decode_delay:?} (test only)");
+        }
+        let engine = engine::spawn(
+            Arc::new(LlamaModel {
+                model: base.model.clone(),
+                tokenizer: base.tokenizer.clone(),
+                stop_ids: base.stop_ids.clone(),
+            }),
+            EngineSettings {
+                max_concurrency: config.limits.max_concurrency,
+                max_queue: config.limits.max_queue,
+                decode_delay,
+            },
+            state.metrics.clone(),
+        )
+        .map_err(|e| format!("starting the engine thread: {e}"))?;
+        let loader = Arc::new(Loader::new(base.clone(), scratch));
+        let snapshot = loader.load(config, None).await?;
+        let _ = state.base.set(base);
+        let _ = state.engine.set(engine);
+        let _ = state.loader.set(loader);
+        publish(&state, Arc::new(snapshot));
+        Ok::<_, String>(())
+    }
+    .await;
+    match &result {
+        Ok(()) => tracing::info!("ready in {:.1}s", started.elapsed().as_secs_f64()),
+        Err(e) => {
+            state
+                .metrics
+                .config_reload
+                .with_label_values(&["error"])
+                .inc();
+            if let Ok(mut slot) = state.load_error.write() {
+                *slot = Some(e.clone());
+            }
+        }
+    }
+    result
+}
+
+/// Makes `snapshot` the one new requests get, and reports it.
+fn publish(state: &AppState, snapshot: Arc<state::Snapshot>) {
+    let revisions = snapshot.revisions.clone();
+    state.current.set(snapshot);
+    state.metrics.set_loaded(&revisions);
+    state.metrics.config_reload.with_label_values(&["ok"]).inc();
+    tracing::info!("serving revisions {revisions}");
+    tokio::spawn(async move {
+        if let Err(e) = state::annotate_pod(&revisions).await {
+            tracing::warn!("cannot report loaded revisions on the pod: {e}");
+        }
+    });
+}
+
+/// Re-reads the config file and, when its content changed (or `force`), loads and switches to
+/// it. Returns the loaded revisions (`null` when nothing changed). A bad file leaves the current
+/// snapshot serving.
+pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Value, String> {
+    let path = state
+        .config_path
+        .as_ref()
+        .ok_or("serve runs from flags, not --config: nothing to reload")?;
+    let mut last = state.reload.lock().await;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let digest = config::digest(&bytes);
+    if !force && last.as_deref() == Some(digest.as_str()) {
+        return Ok(serde_json::Value::Null);
+    }
+    *last = Some(digest);
+    let failed = |e: String| {
+        state
+            .metrics
+            .config_reload
+            .with_label_values(&["error"])
+            .inc();
+        e
+    };
+    let text = String::from_utf8(bytes).map_err(|e| failed(format!("not UTF-8: {e}")))?;
+    let config = ServeConfig::parse(&text).map_err(|e| failed(e.to_string()))?;
+    if config.limits != state.limits {
+        tracing::warn!("limits changed in the config; they apply after a restart");
+    }
+    let loader = state
+        .loader
+        .get()
+        .ok_or_else(|| failed("the initial load has not finished".into()))?;
+    let previous = state.current.get();
+    let snapshot = loader
+        .load(config, previous.as_deref())
+        .await
+        .map_err(failed)?;
+    let revisions = snapshot.revisions.clone();
+    publish(state, Arc::new(snapshot));
+    Ok(revisions)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
