@@ -441,12 +441,14 @@ pub fn serving_status(
     };
     set_health(&mut status.conditions, &health, generation, now);
     if policy.spec.autoscaling.enabled {
+        let (ok, reason, message) =
+            crate::autoscaler::condition_of(status.autoscaler.as_ref());
         set_condition(
             &mut status.conditions,
             types::AUTOSCALING,
-            false,
-            reasons::METRICS_UNAVAILABLE,
-            "the latency autoscaler is not implemented in this operator version; replicas stay at the policy minimum",
+            ok,
+            reason,
+            &message,
             generation,
             now,
         );

@@ -6,7 +6,7 @@ use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
 use hybrid_operator::admin::{self, AdminState};
 use hybrid_operator::context::{Context, Settings};
 use hybrid_operator::metrics::Metrics;
-use hybrid_operator::{adapter, corpus, hybridmodel, servingpolicy};
+use hybrid_operator::{adapter, autoscaler, corpus, hybridmodel, servingpolicy};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use std::sync::Arc;
@@ -37,6 +37,15 @@ struct Args {
     /// Identity in the Lease; the pod name in a cluster.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// How often the latency autoscaler reads Prometheus and decides (e.g. `2s`).
+    #[arg(long, env = "HYBRID_AUTOSCALER_TICK", default_value = "2s", value_parser = parse_duration)]
+    autoscaler_tick: std::time::Duration,
+    /// Rate window of the autoscaler's Prometheus queries; a few scrape intervals (docs/autoscaler.md).
+    #[arg(long, env = "HYBRID_AUTOSCALER_WINDOW", default_value = "30s", value_parser = parse_duration)]
+    autoscaler_window: std::time::Duration,
+    /// Do not run the latency autoscaler (ServingPolicies with autoscaling stay at their decisions).
+    #[arg(long, env = "HYBRID_NO_AUTOSCALER")]
+    no_autoscaler: bool,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -72,6 +81,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let metrics = Metrics::new().context("registering metrics")?;
+    let autoscaler_metrics = autoscaler::Metrics::register(&metrics.registry)
+        .context("registering autoscaler metrics")?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin = tokio::spawn(admin::serve(
         args.admin_port,
@@ -116,12 +127,24 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    let autoscaler_settings = autoscaler::Settings {
+        tick: args.autoscaler_tick,
+        window: args.autoscaler_window,
+    };
+    let autoscaling = async {
+        if args.no_autoscaler {
+            tracing::info!("latency autoscaler disabled (--no-autoscaler)");
+        } else {
+            autoscaler::run(ctx.clone(), autoscaler_settings, autoscaler_metrics).await;
+        }
+    };
     let controllers = async {
         tokio::join!(
             corpus::run(ctx.clone()),
             adapter::run(ctx.clone()),
             servingpolicy::run(ctx.clone()),
             hybridmodel::run(ctx.clone()),
+            autoscaling,
         );
     };
     let lost = async {
@@ -213,4 +236,26 @@ async fn check_crds(client: &Client) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `250ms`, `2s`, `1m`: the units the autoscaler flags take.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .ok_or_else(|| format!("{s:?}: give a unit (ms, s or m), e.g. 2s"))?;
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number then ms, s or m"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?}; use ms, s or m")),
+    }
+    .and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{s:?}: must be greater than zero"))
+        } else {
+            Ok(d)
+        }
+    })
 }
