@@ -441,8 +441,7 @@ pub fn serving_status(
     };
     set_health(&mut status.conditions, &health, generation, now);
     if policy.spec.autoscaling.enabled {
-        let (ok, reason, message) =
-            crate::autoscaler::condition_of(status.autoscaler.as_ref());
+        let (ok, reason, message) = crate::autoscaler::condition_of(status.autoscaler.as_ref());
         set_condition(
             &mut status.conditions,
             types::AUTOSCALING,

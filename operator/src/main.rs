@@ -244,7 +244,9 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .map(|i| s.split_at(i))
         .ok_or_else(|| format!("{s:?}: give a unit (ms, s or m), e.g. 2s"))?;
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number then ms, s or m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number then ms, s or m"))?;
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "s" => Ok(std::time::Duration::from_secs(n)),
