@@ -1,6 +1,8 @@
 //! Operator metrics. Label values are bounded: the kind, and the error's stable label.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use std::time::Instant;
 
 #[derive(Clone)]
@@ -9,6 +11,9 @@ pub struct Metrics {
     reconcile_duration: HistogramVec,
     reconcile_errors: IntCounterVec,
     jobs_started: IntCounterVec,
+    jobs_finished: IntCounterVec,
+    revision_stale: GaugeVec,
+    stalled: IntGaugeVec,
 }
 
 impl Metrics {
@@ -36,6 +41,32 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        // Per-object series (namespace, name): bounded by the number of resources, and removed
+        // when a resource is deleted ([`Metrics::forget`]).
+        let jobs_finished = IntCounterVec::new(
+            Opts::new(
+                "hybrid_operator_jobs_finished_total",
+                "Index and training Jobs finished, by kind, outcome (succeeded, failed) and owner.",
+            ),
+            &["kind", "outcome", "namespace", "name"],
+        )?;
+        let revision_stale = GaugeVec::new(
+            Opts::new(
+                "hybrid_operator_revision_stale_seconds",
+                "Seconds since the sources or dataset changed without the new revision being active (0 when current).",
+            ),
+            &["kind", "namespace", "name"],
+        )?;
+        let stalled = IntGaugeVec::new(
+            Opts::new(
+                "hybrid_operator_stalled",
+                "1 while the resource is Stalled (waits for a spec change).",
+            ),
+            &["kind", "namespace", "name"],
+        )?;
+        registry.register(Box::new(jobs_finished.clone()))?;
+        registry.register(Box::new(revision_stale.clone()))?;
+        registry.register(Box::new(stalled.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(jobs_started.clone()))?;
@@ -44,6 +75,9 @@ impl Metrics {
             reconcile_duration,
             reconcile_errors,
             jobs_started,
+            jobs_finished,
+            revision_stale,
+            stalled,
         })
     }
 
@@ -64,6 +98,46 @@ impl Metrics {
 
     pub fn job_started(&self, kind: &'static str) {
         self.jobs_started.with_label_values(&[kind]).inc();
+    }
+
+    /// A Job of a Corpus (`kind` "index") or Adapter ("train") finished.
+    pub fn job_finished(&self, kind: &'static str, succeeded: bool, namespace: &str, name: &str) {
+        let outcome = if succeeded { "succeeded" } else { "failed" };
+        self.jobs_finished
+            .with_label_values(&[kind, outcome, namespace, name])
+            .inc();
+    }
+
+    /// How long a resource's newest content has waited for its revision (`None`: current).
+    pub fn set_revision_stale(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        stale_for: Option<std::time::Duration>,
+    ) {
+        self.revision_stale
+            .with_label_values(&[kind, namespace, name])
+            .set(stale_for.map_or(0.0, |d| d.as_secs_f64()));
+    }
+
+    pub fn set_stalled(&self, kind: &'static str, namespace: &str, name: &str, stalled: bool) {
+        self.stalled
+            .with_label_values(&[kind, namespace, name])
+            .set(i64::from(stalled));
+    }
+
+    /// Drops the per-object series of a deleted resource.
+    pub fn forget(&self, kind: &'static str, job_kind: &'static str, namespace: &str, name: &str) {
+        let _ = self
+            .revision_stale
+            .remove_label_values(&[kind, namespace, name]);
+        let _ = self.stalled.remove_label_values(&[kind, namespace, name]);
+        for outcome in ["succeeded", "failed"] {
+            let _ = self
+                .jobs_finished
+                .remove_label_values(&[job_kind, outcome, namespace, name]);
+        }
     }
 
     /// Text exposition format for `/metrics`.
@@ -110,5 +184,28 @@ mod tests {
             "hybrid_operator_reconcile_errors_total{kind=\"Corpus\",reason=\"KubeApi\"} 1"
         ));
         assert!(text.contains("hybrid_operator_jobs_started_total{kind=\"index\"} 1"));
+    }
+
+    #[test]
+    fn per_object_series_are_named_as_the_alerts_expect_and_forgotten() {
+        let m = Metrics::new().expect("metrics");
+        m.job_finished("index", false, "ml", "docs");
+        m.set_revision_stale(
+            "Corpus",
+            "ml",
+            "docs",
+            Some(std::time::Duration::from_secs(90)),
+        );
+        m.set_stalled("Corpus", "ml", "docs", true);
+        let text = m.render();
+        for line in [
+            r#"hybrid_operator_jobs_finished_total{kind="index",name="docs",namespace="ml",outcome="failed"} 1"#,
+            r#"hybrid_operator_revision_stale_seconds{kind="Corpus",name="docs",namespace="ml"} 90"#,
+            r#"hybrid_operator_stalled{kind="Corpus",name="docs",namespace="ml"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        m.forget("Corpus", "index", "ml", "docs");
+        assert!(!m.render().contains("name=\"docs\""), "{}", m.render());
     }
 }
