@@ -311,6 +311,33 @@ mod tests {
         Time(Timestamp::from_second(secs).expect("ts"))
     }
 
+    #[test]
+    fn failure_message_names_the_pod_reason_and_exit_code() {
+        let killed = ContainerStateTerminated {
+            reason: Some("OOMKilled".into()),
+            exit_code: 137,
+            ..Default::default()
+        };
+        let m = failure_message(Some(&killed), "train", |_| None);
+        assert_eq!(
+            m,
+            "pod terminated: OOMKilled, exit code 137: the train pod failed without a message"
+        );
+        let with_error = ContainerStateTerminated {
+            message: Some("{json}".into()),
+            exit_code: 1,
+            ..Default::default()
+        };
+        let m = failure_message(Some(&with_error), "index", |_| {
+            Some("OutOfMemory: x".into())
+        });
+        assert_eq!(m, "pod terminated: Error, exit code 1: OutOfMemory: x");
+        assert_eq!(
+            failure_message(None, "index", |_| None),
+            "the index pod failed without a message"
+        );
+    }
+
     fn wanted<'a>(retry: Option<&'a RetryState>, last: Option<&'a JobRecord>) -> Wanted<'a> {
         Wanted {
             revision: "rev2",

@@ -53,6 +53,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Two rustls crypto providers are linked (kube: ring, reqwest: aws-lc-rs); pick ring for
+    // every client before any TLS connection. Err means one was installed already: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
