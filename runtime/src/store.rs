@@ -2,8 +2,17 @@
 //!
 //! [`VectorStore`] is what `index` writes through and `serve` searches through. [`EdgeStore`] is
 //! the embedded Qdrant engine (qdrant-edge): one shard directory per index revision, packed into a
-//! snapshot archive by [`crate::index`]. A remote Qdrant collection implementation is not written
-//! yet (see docs/runtime-index.md).
+//! snapshot archive by [`crate::index`]. [`remote::RemoteStore`] (cargo feature `remote-qdrant`,
+//! on by default) is a collection on a Qdrant server (see docs/runtime-index.md).
+
+#[cfg(feature = "remote-qdrant")]
+pub mod remote;
+
+/// True for `qdrant://` and `qdrants://` locations (a collection on a Qdrant server), whether or
+/// not this build can reach one.
+pub fn is_remote(location: &str) -> bool {
+    location.starts_with("qdrant://") || location.starts_with("qdrants://")
+}
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,6 +73,8 @@ pub enum StoreError {
     Dimension { expected: usize, got: usize },
     #[error("top_k must be between 1 and {MAX_TOP_K}, got {0}")]
     TopK(usize),
+    #[error("qdrant {location}: {message}")]
+    Remote { location: String, message: String },
     #[error("point {id} in {path} has a malformed payload or vector: {message}")]
     Corrupt {
         path: PathBuf,

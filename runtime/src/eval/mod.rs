@@ -1,14 +1,23 @@
-//! `hybrid-runtime eval`: answer a QA set with a base model (+ PEFT adapter) and score it.
+//! `hybrid-runtime eval`: answer a QA set with a base model (+ PEFT adapter), optionally with
+//! passages retrieved from an index revision, and score it.
 //!
-//! QA JSONL, one object per line: `{"id":..,"question":..,"answer":..,"format":{"regex":..}}`
-//! (other keys are ignored). Each question is asked as a ChatML user turn, answered greedily, and
-//! scored with SQuAD-style normalised exact match and token F1, whether the normalised gold
-//! answer appears in the normalised prediction, and whether the prediction matches the item's
-//! format regex. Retrieval is not part of this first version: the model answers from its weights.
+//! QA JSONL, one object per line:
+//! `{"id":..,"question":..,"answer":..,"supporting_documents":[..],"format":{"regex":..}}`
+//! (`format` may instead be `{"jsonSchema":{..}}`; other keys are ignored). With an index, every
+//! question is embedded and searched: retrieval recall@k is the share of the item's supporting
+//! documents among the documents of the top-k passages, and the top `--top-k` passages become the
+//! context of the question (`--prompt-template`). Each question is asked as a ChatML user turn,
+//! answered greedily, and scored with SQuAD-style normalised exact match and token F1, whether the
+//! normalised gold answer appears in the normalised prediction, and whether the prediction obeys
+//! the item's format rule. `--retrieval-only` skips generation (no model needed).
+//! The contract is in docs/runtime-train.md ("hybrid-runtime eval").
 
 pub mod cli;
+pub mod format;
 pub mod metrics;
+pub mod retrieval;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,7 +26,11 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::chat::{ChatTemplate, IM_END, Message, Role};
+use crate::embed::Embedder;
+use crate::index::revision::LoadedRevision;
 use crate::model::{BaseWeights, KvCache, Llama};
+use crate::store::SearchHit;
+use format::{FormatRule, FormatSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -37,6 +50,12 @@ pub enum EvalError {
     },
     #[error("QA set {0} has no items")]
     EmptyDataset(PathBuf),
+    #[error("cannot load embedder {path}: {detail}")]
+    EmbedderUnreadable { path: PathBuf, detail: String },
+    #[error("cannot open index revision {location}: {detail}")]
+    IndexUnreadable { location: String, detail: String },
+    #[error("retrieval failed: {0}")]
+    Retrieval(String),
     #[error("generation failed: {0}")]
     Compute(#[from] candle_core::Error),
 }
@@ -50,14 +69,12 @@ impl EvalError {
             EvalError::DatasetUnreadable { .. } => "DatasetUnreadable",
             EvalError::MalformedItem { .. } => "MalformedExample",
             EvalError::EmptyDataset(_) => "EmptyDataset",
+            EvalError::EmbedderUnreadable { .. } => "EmbedderUnavailable",
+            EvalError::IndexUnreadable { .. } => "IndexUnavailable",
+            EvalError::Retrieval(_) => "RetrievalFailed",
             EvalError::Compute(_) => "ComputeFailed",
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct FormatSpec {
-    regex: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,6 +83,9 @@ pub struct QaItem {
     pub id: Option<String>,
     pub question: String,
     pub answer: String,
+    /// Ids (or file stems) of the documents that hold the answer.
+    #[serde(default, alias = "supportingDocuments")]
+    pub supporting_documents: Vec<String>,
     #[serde(default)]
     format: Option<FormatSpec>,
 }
@@ -73,7 +93,7 @@ pub struct QaItem {
 /// One QA item with its compiled format rule.
 pub struct Question {
     pub item: QaItem,
-    pub format: Option<regex::Regex>,
+    pub format: Option<FormatRule>,
 }
 
 pub fn load_questions(path: &Path) -> Result<Vec<Question>, EvalError> {
@@ -92,10 +112,18 @@ pub fn load_questions(path: &Path) -> Result<Vec<Question>, EvalError> {
             detail,
         };
         let item: QaItem = serde_json::from_str(raw).map_err(|e| malformed(e.to_string()))?;
+        if item.question.trim().is_empty() {
+            return Err(malformed("`question` is empty".into()));
+        }
+        if item
+            .supporting_documents
+            .iter()
+            .any(|d| d.trim().is_empty())
+        {
+            return Err(malformed("`supporting_documents` has an empty id".into()));
+        }
         let format = match &item.format {
-            Some(f) => Some(
-                regex::Regex::new(&f.regex).map_err(|e| malformed(format!("format regex: {e}")))?,
-            ),
+            Some(spec) => Some(FormatRule::compile(spec).map_err(malformed)?),
             None => None,
         };
         out.push(Question { item, format });
@@ -110,24 +138,53 @@ pub fn load_questions(path: &Path) -> Result<Vec<Question>, EvalError> {
 #[serde(rename_all = "camelCase")]
 pub struct ItemScore {
     pub id: Option<String>,
-    pub prediction: String,
-    pub exact_match: bool,
-    pub token_f1: f64,
-    pub answer_contained: bool,
-    /// `None` when the item declares no format.
+    /// Absent with `--retrieval-only`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prediction: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_match: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_f1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_contained: Option<bool>,
+    /// `None` when the item declares no format (or nothing was generated).
     pub format_ok: Option<bool>,
+    /// Documents of the retrieved passages, best first, each once (with an index).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieved_documents: Option<Vec<String>>,
+    /// recall@k per k (with an index and supporting documents).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recall_at_k: Option<BTreeMap<usize, f64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrievalReport {
+    pub index: String,
+    pub revision: String,
+    /// Passages given to the model as context.
+    pub top_k: usize,
+    /// Mean over the items with supporting documents; `null` when none has any.
+    pub recall_at_k: Option<BTreeMap<usize, f64>>,
+    pub items_with_supporting_documents: usize,
+    /// Supporting document ids that match no document of the index (a dataset or corpus error).
+    pub unknown_supporting_documents: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase", tag = "kind", rename = "EvalResult")]
 pub struct EvalReport {
     pub items: usize,
-    pub exact_match: f64,
-    pub token_f1: f64,
-    pub answer_contained: f64,
-    /// Share of the items that declare a format whose answer matches it (`null`: none declare).
+    /// Answer scores; `null` with `--retrieval-only`.
+    pub exact_match: Option<f64>,
+    pub token_f1: Option<f64>,
+    pub answer_contained: Option<f64>,
+    /// Share of the items that declare a format whose answer obeys it (`null`: none declare, or
+    /// nothing was generated).
     pub format_compliance: Option<f64>,
     pub adapter: Option<String>,
+    /// `null` without `--index`.
+    pub retrieval: Option<RetrievalReport>,
     pub duration_seconds: f64,
     pub per_item: Vec<ItemScore>,
 }
@@ -161,25 +218,200 @@ pub fn generate(
         .map_err(|e| EvalError::InvalidConfig(format!("tokenizer: {e}")))
 }
 
+/// Where passages come from and how they are scored and shown.
+#[derive(Debug, Clone)]
+pub struct RetrievalSettings {
+    /// Index revision: archive path/URI as `index` publishes it.
+    pub index: String,
+    pub embedder: PathBuf,
+    /// Passages given to the model as context.
+    pub top_k: usize,
+    /// The k values recall is reported for.
+    pub recall_at: Vec<usize>,
+    pub prompt_template: String,
+    /// Where the revision is unpacked.
+    pub scratch: PathBuf,
+}
+
+#[derive(Debug, Clone)]
 pub struct EvalSettings {
-    pub base_model: PathBuf,
+    /// Required unless `generate` is false.
+    pub base_model: Option<PathBuf>,
     pub adapter: Option<PathBuf>,
     pub dataset: PathBuf,
     pub system_prompt: Option<String>,
     pub max_new_tokens: usize,
+    pub retrieval: Option<RetrievalSettings>,
+    /// False: score retrieval only, load no model.
+    pub generate: bool,
 }
 
-pub fn run(s: &EvalSettings) -> Result<EvalReport, EvalError> {
-    let started = Instant::now();
-    let questions = load_questions(&s.dataset)?;
+/// Most passages or recall depth an evaluation may ask for.
+pub const MAX_TOP_K: usize = 64;
+
+impl EvalSettings {
+    /// Checks the combination of settings; errors name the flag.
+    pub fn validate(&self) -> Result<(), EvalError> {
+        let invalid = |m: &str| Err(EvalError::InvalidConfig(m.to_string()));
+        if self.generate {
+            if self.base_model.is_none() {
+                return invalid("--base-model is required (unless --retrieval-only)");
+            }
+            if self.max_new_tokens == 0 {
+                return invalid("--max-new-tokens must be at least 1");
+            }
+        } else {
+            if self.retrieval.is_none() {
+                return invalid("--retrieval-only needs --index");
+            }
+            if self.adapter.is_some() {
+                return invalid("--adapter has no effect with --retrieval-only");
+            }
+        }
+        if let Some(r) = &self.retrieval {
+            if !(1..=MAX_TOP_K).contains(&r.top_k) {
+                return Err(EvalError::InvalidConfig(format!(
+                    "--top-k must be between 1 and {MAX_TOP_K}, got {}",
+                    r.top_k
+                )));
+            }
+            if r.recall_at.is_empty() {
+                return invalid("--recall-at needs at least one k");
+            }
+            if let Some(k) = r.recall_at.iter().find(|k| !(1..=MAX_TOP_K).contains(*k)) {
+                return Err(EvalError::InvalidConfig(format!(
+                    "--recall-at values must be between 1 and {MAX_TOP_K}, got {k}"
+                )));
+            }
+            retrieval::validate_template(&r.prompt_template).map_err(EvalError::InvalidConfig)?;
+        }
+        Ok(())
+    }
+}
+
+/// Retrieved passages for every question, and the report part they give.
+fn retrieve_all(
+    r: &RetrievalSettings,
+    questions: &[Question],
+) -> Result<(Vec<Vec<SearchHit>>, RetrievalReport), EvalError> {
+    let embedder = Embedder::load(&r.embedder).map_err(|e| EvalError::EmbedderUnreadable {
+        path: r.embedder.clone(),
+        detail: e.to_string(),
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| EvalError::Retrieval(e.to_string()))?;
+    let revision = runtime
+        .block_on(LoadedRevision::open(&r.index, &r.scratch))
+        .map_err(|e| EvalError::IndexUnreadable {
+            location: r.index.clone(),
+            detail: e.to_string(),
+        })?;
+    if revision.manifest().embedder.dimension != embedder.dimension() {
+        return Err(EvalError::InvalidConfig(format!(
+            "--embedder {} gives {}-dimensional vectors but index {} holds {}",
+            r.embedder.display(),
+            embedder.dimension(),
+            r.index,
+            revision.manifest().embedder.dimension
+        )));
+    }
+    let digest =
+        crate::embed::model_digest(&r.embedder).map_err(|e| EvalError::EmbedderUnreadable {
+            path: r.embedder.clone(),
+            detail: e.to_string(),
+        })?;
+    if digest != revision.manifest().embedder.digest {
+        tracing::warn!(
+            embedder = %r.embedder.display(),
+            "the embedder differs from the one the index was built with; recall will suffer"
+        );
+    }
+    let depth = r
+        .recall_at
+        .iter()
+        .copied()
+        .chain([r.top_k])
+        .max()
+        .unwrap_or(r.top_k);
+    let texts: Vec<&str> = questions.iter().map(|q| q.item.question.as_str()).collect();
+    let vectors = embedder
+        .embed(&texts)
+        .map_err(|e| EvalError::Retrieval(e.to_string()))?;
+    let mut all_hits = Vec::with_capacity(questions.len());
+    for vector in &vectors {
+        all_hits.push(
+            revision
+                .search(vector, depth)
+                .map_err(|e| EvalError::Retrieval(e.to_string()))?,
+        );
+    }
+    let mut unknown: Vec<String> = Vec::new();
+    for q in questions {
+        for wanted in &q.item.supporting_documents {
+            let known = revision
+                .manifest()
+                .documents
+                .iter()
+                .any(|d| retrieval::document_matches(&d.id, wanted));
+            if !known && !unknown.contains(wanted) {
+                tracing::warn!(
+                    document = %wanted,
+                    item = q.item.id.as_deref().unwrap_or("?"),
+                    "supporting document is not in the index"
+                );
+                unknown.push(wanted.clone());
+            }
+        }
+    }
+    let with_support = questions
+        .iter()
+        .filter(|q| !q.item.supporting_documents.is_empty())
+        .count();
+    let recall_at_k = (with_support > 0).then(|| {
+        r.recall_at
+            .iter()
+            .map(|&k| {
+                let sum: f64 = questions
+                    .iter()
+                    .zip(&all_hits)
+                    .filter_map(|(q, hits)| {
+                        retrieval::recall_at(hits, &q.item.supporting_documents, k)
+                    })
+                    .sum();
+                (k, sum / with_support as f64)
+            })
+            .collect()
+    });
+    let report = RetrievalReport {
+        index: revision.location().to_string(),
+        revision: revision.revision().to_string(),
+        top_k: r.top_k,
+        recall_at_k,
+        items_with_supporting_documents: with_support,
+        unknown_supporting_documents: unknown,
+    };
+    tracing::info!(recall = ?report.recall_at_k, revision = %report.revision, "retrieval scored");
+    Ok((all_hits, report))
+}
+
+/// Model, tokenizer and chat template, with the adapter attached.
+struct Generator {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+}
+
+fn load_generator(base_model: &Path, adapter: Option<&Path>) -> Result<Generator, EvalError> {
     let device = Device::Cpu;
     let unreadable = |detail: String| EvalError::ModelUnreadable {
-        path: s.base_model.clone(),
+        path: base_model.to_path_buf(),
         detail,
     };
-    let mut model = Llama::from_gguf(&s.base_model, BaseWeights::Float32, &device)
+    let mut model = Llama::from_gguf(base_model, BaseWeights::Float32, &device)
         .map_err(|e| unreadable(e.to_string()))?;
-    let mut file = std::fs::File::open(&s.base_model).map_err(|e| unreadable(e.to_string()))?;
+    let mut file = std::fs::File::open(base_model).map_err(|e| unreadable(e.to_string()))?;
     let content = candle_core::quantized::gguf_file::Content::read(&mut file)
         .map_err(|e| unreadable(e.to_string()))?;
     let tokenizer = crate::tokenizer::from_gguf_content(&content).map_err(unreadable)?;
@@ -189,66 +421,121 @@ pub fn run(s: &EvalSettings) -> Result<EvalReport, EvalError> {
         .and_then(|v| v.to_string().ok())
         .map(|t| ChatTemplate::from_jinja(t))
         .unwrap_or_default();
-    if let Some(dir) = &s.adapter {
+    if let Some(dir) = adapter {
         crate::lora::peft::load(&mut model, dir, &device).map_err(|detail| {
             EvalError::AdapterUnreadable {
-                path: dir.clone(),
+                path: dir.to_path_buf(),
                 detail,
             }
         })?;
     }
+    Ok(Generator {
+        model,
+        tokenizer,
+        template,
+    })
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+pub fn run(s: &EvalSettings) -> Result<EvalReport, EvalError> {
+    let started = Instant::now();
+    s.validate()?;
+    let questions = load_questions(&s.dataset)?;
+    let (hits, retrieval_report) = match &s.retrieval {
+        Some(r) => {
+            let (hits, report) = retrieve_all(r, &questions)?;
+            (Some(hits), Some(report))
+        }
+        None => (None, None),
+    };
+    let generator = match (&s.base_model, s.generate) {
+        (Some(path), true) => Some(load_generator(path, s.adapter.as_deref())?),
+        _ => None,
+    };
     let mut per_item = Vec::with_capacity(questions.len());
     for (i, q) in questions.iter().enumerate() {
-        let mut messages = Vec::new();
-        if let Some(system) = &s.system_prompt {
-            messages.push(Message {
-                role: Role::System,
-                content: system.clone(),
-            });
-        }
-        messages.push(Message {
-            role: Role::User,
-            content: q.item.question.clone(),
-        });
-        let prediction = generate(
-            &model,
-            &tokenizer,
-            &template.render_prompt(&messages),
-            s.max_new_tokens,
-        )?;
-        let score = ItemScore {
+        let item_hits = hits.as_ref().and_then(|h| h.get(i));
+        let mut score = ItemScore {
             id: q.item.id.clone(),
-            exact_match: metrics::exact_match(&prediction, &q.item.answer),
-            token_f1: metrics::token_f1(&prediction, &q.item.answer),
-            answer_contained: metrics::contains_answer(&prediction, &q.item.answer),
-            format_ok: q.format.as_ref().map(|re| re.is_match(prediction.trim())),
-            prediction,
+            prediction: None,
+            exact_match: None,
+            token_f1: None,
+            answer_contained: None,
+            format_ok: None,
+            retrieved_documents: item_hits.map(|h| retrieval::ranked_documents(h)),
+            recall_at_k: match (item_hits, &s.retrieval) {
+                (Some(h), Some(r)) if !q.item.supporting_documents.is_empty() => Some(
+                    r.recall_at
+                        .iter()
+                        .filter_map(|&k| {
+                            retrieval::recall_at(h, &q.item.supporting_documents, k).map(|v| (k, v))
+                        })
+                        .collect(),
+                ),
+                _ => None,
+            },
         };
-        tracing::info!(
-            "eval {}/{}: f1 {:.2} format {:?}",
-            i + 1,
-            questions.len(),
-            score.token_f1,
-            score.format_ok
-        );
+        if let Some(g) = &generator {
+            let user = match (item_hits, &s.retrieval) {
+                (Some(h), Some(r)) => retrieval::render_prompt(
+                    &r.prompt_template,
+                    &q.item.question,
+                    &h[..r.top_k.min(h.len())],
+                ),
+                _ => q.item.question.clone(),
+            };
+            let mut messages = Vec::new();
+            if let Some(system) = &s.system_prompt {
+                messages.push(Message {
+                    role: Role::System,
+                    content: system.clone(),
+                });
+            }
+            messages.push(Message {
+                role: Role::User,
+                content: user,
+            });
+            let prediction = generate(
+                &g.model,
+                &g.tokenizer,
+                &g.template.render_prompt(&messages),
+                s.max_new_tokens,
+            )?;
+            score.exact_match = Some(metrics::exact_match(&prediction, &q.item.answer));
+            score.token_f1 = Some(metrics::token_f1(&prediction, &q.item.answer));
+            score.answer_contained = Some(metrics::contains_answer(&prediction, &q.item.answer));
+            score.format_ok = q.format.as_ref().map(|rule| rule.check(&prediction));
+            score.prediction = Some(prediction);
+            tracing::info!(
+                "eval {}/{}: f1 {:.2} format {:?}",
+                i + 1,
+                questions.len(),
+                score.token_f1.unwrap_or_default(),
+                score.format_ok
+            );
+        }
         per_item.push(score);
     }
-    let n = per_item.len().max(1) as f64;
-    let share =
-        |f: &dyn Fn(&ItemScore) -> bool| per_item.iter().filter(|s| f(s)).count() as f64 / n;
-    let with_format: Vec<bool> = per_item.iter().filter_map(|s| s.format_ok).collect();
+    let share = |f: &dyn Fn(&ItemScore) -> Option<bool>| {
+        mean(
+            per_item
+                .iter()
+                .filter_map(f)
+                .map(|ok| f64::from(u8::from(ok))),
+        )
+    };
     Ok(EvalReport {
         items: per_item.len(),
         exact_match: share(&|s| s.exact_match),
-        token_f1: per_item.iter().map(|s| s.token_f1).sum::<f64>() / n,
+        token_f1: mean(per_item.iter().filter_map(|s| s.token_f1)),
         answer_contained: share(&|s| s.answer_contained),
-        format_compliance: match with_format.is_empty() {
-            true => None,
-            false => {
-                Some(with_format.iter().filter(|ok| **ok).count() as f64 / with_format.len() as f64)
-            }
-        },
+        format_compliance: share(&|s| s.format_ok),
         adapter: s.adapter.as_ref().map(|p| p.display().to_string()),
+        retrieval: retrieval_report,
         duration_seconds: started.elapsed().as_secs_f64(),
         per_item,
     })

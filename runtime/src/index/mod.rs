@@ -8,6 +8,8 @@
 
 pub mod manifest;
 pub mod progress;
+#[cfg(feature = "remote-qdrant")]
+pub mod remote;
 pub mod revision;
 pub mod storage;
 
@@ -57,10 +59,13 @@ pub struct IndexArgs {
     /// config.json, tokenizer.json and model.safetensors.
     #[arg(long, env = "HYBRID_EMBEDDER_DIR")]
     pub embedder: Option<String>,
-    /// Where revisions are published: a local directory, file:// or s3://bucket/prefix.
+    /// Where revisions are published: a local directory, file:// or s3://bucket/prefix (an
+    /// archive per revision), or qdrant://host:port/<corpus> (a collection per revision behind
+    /// the alias <corpus>).
     #[arg(long)]
     pub output: Option<String>,
-    /// Archive of the previous revision, whose unchanged documents are reused.
+    /// The previous revision (archive, or qdrant:// collection or alias); its unchanged
+    /// documents are reused.
     #[arg(long)]
     pub previous: Option<String>,
     #[arg(long)]
@@ -149,7 +154,12 @@ impl IndexSettings {
         let output = args.output.clone().or(file.output).ok_or_else(|| {
             IndexError::InvalidConfig("no output: give --output or `output` in the config".into())
         })?;
-        Location::parse(&output).map_err(|e| IndexError::InvalidConfig(format!("output: {e}")))?;
+        if crate::store::is_remote(&output) {
+            check_remote_output(&output)?;
+        } else {
+            Location::parse(&output)
+                .map_err(|e| IndexError::InvalidConfig(format!("output: {e}")))?;
+        }
         let batch_size = args
             .batch_size
             .or(file.batch_size)
@@ -458,7 +468,6 @@ pub fn build_revision(
 
     progress.phase(Phase::Writing);
     store.seal()?;
-    drop(store);
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         revision: revision.clone(),
@@ -467,6 +476,22 @@ pub fn build_revision(
         chunks: total_chunks,
         documents: entries,
     };
+    if crate::store::is_remote(&settings.output) {
+        progress.phase(Phase::Publishing);
+        let location = publish_remote(&settings.output, &manifest, &store)?;
+        progress.phase(Phase::Done);
+        return Ok(IndexResult {
+            kind: "IndexResult".into(),
+            revision,
+            documents: documents.len(),
+            chunks: total_chunks,
+            reused: reused_count,
+            reembedded,
+            duration_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            location,
+        });
+    }
+    drop(store);
     let manifest_json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| work_err(&shard_root, e))?;
     std::fs::write(shard_root.join(MANIFEST_FILE), manifest_json)
@@ -498,6 +523,38 @@ pub fn build_revision(
         duration_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         location: target.to_string(),
     })
+}
+
+#[cfg(feature = "remote-qdrant")]
+fn check_remote_output(output: &str) -> Result<(), IndexError> {
+    remote::parse_output(output)
+        .map(|_| ())
+        .map_err(|e| IndexError::InvalidConfig(format!("output: {e}")))
+}
+
+#[cfg(not(feature = "remote-qdrant"))]
+fn check_remote_output(output: &str) -> Result<(), IndexError> {
+    Err(IndexError::InvalidConfig(format!(
+        "output: {output}: this build has no remote Qdrant support (cargo feature `remote-qdrant`)"
+    )))
+}
+
+#[cfg(feature = "remote-qdrant")]
+fn publish_remote(
+    output: &str,
+    manifest: &Manifest,
+    store: &EdgeStore,
+) -> Result<String, IndexError> {
+    remote::publish(output, manifest, store)
+}
+
+#[cfg(not(feature = "remote-qdrant"))]
+fn publish_remote(
+    output: &str,
+    _manifest: &Manifest,
+    _store: &EdgeStore,
+) -> Result<String, IndexError> {
+    check_remote_output(output).map(|()| String::new())
 }
 
 fn payload(

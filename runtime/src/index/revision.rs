@@ -69,14 +69,16 @@ pub fn read_manifest(dir: &Path, location: &str) -> Result<Manifest, RevisionErr
     serde_json::from_str(&text).map_err(|e| archive_err(location, format!("{MANIFEST_FILE}: {e}")))
 }
 
-/// An index revision unpacked into a private directory and opened for search. The directory is
-/// removed when this is dropped. `serve` holds one per active revision, so a swap only changes
-/// which handle new requests get.
+/// An index revision opened for search: an archive unpacked into a private directory (removed
+/// when this is dropped), or a collection on a Qdrant server (`qdrant://`, feature
+/// `remote-qdrant`). `serve` holds one per active revision, so a swap only changes which handle
+/// new requests get.
 pub struct LoadedRevision {
     manifest: Manifest,
-    store: EdgeStore,
+    store: Box<dyn VectorStore>,
     location: String,
-    _dir: tempfile::TempDir,
+    shard: Option<PathBuf>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl LoadedRevision {
@@ -90,6 +92,9 @@ impl LoadedRevision {
         scratch: &Path,
         options: EdgeStoreOptions,
     ) -> Result<Self, RevisionError> {
+        if crate::store::is_remote(location) {
+            return Self::open_remote(location);
+        }
         std::fs::create_dir_all(scratch).map_err(|e| archive_err(scratch.display(), e))?;
         let dir = tempfile::Builder::new()
             .prefix("revision-")
@@ -101,6 +106,43 @@ impl LoadedRevision {
         unpack(&archive, &unpacked)?;
         let manifest = read_manifest(&unpacked, location)?;
         let store = EdgeStore::open(&unpacked.join(SHARD_DIR), options)?;
+        Self::checked(
+            manifest,
+            Box::new(store),
+            parsed.to_string(),
+            Some(unpacked.join(SHARD_DIR)),
+            Some(dir),
+        )
+    }
+
+    /// A revision collection (or the alias naming one) on a Qdrant server. The requests block
+    /// this task briefly; revisions are opened rarely.
+    #[cfg(feature = "remote-qdrant")]
+    fn open_remote(location: &str) -> Result<Self, RevisionError> {
+        use crate::store::remote::{QdrantLocation, RemoteStore};
+        let parsed = QdrantLocation::parse(location).map_err(|e| archive_err(location, e))?;
+        let (store, manifest) = RemoteStore::open(&parsed)?;
+        let manifest: Manifest = serde_json::from_value(manifest)
+            .map_err(|e| archive_err(location, format!("manifest in collection metadata: {e}")))?;
+        let location = store.location().to_string();
+        Self::checked(manifest, Box::new(store), location, None, None)
+    }
+
+    #[cfg(not(feature = "remote-qdrant"))]
+    fn open_remote(location: &str) -> Result<Self, RevisionError> {
+        Err(archive_err(
+            location,
+            "this build has no remote Qdrant support (cargo feature `remote-qdrant`)",
+        ))
+    }
+
+    fn checked(
+        manifest: Manifest,
+        store: Box<dyn VectorStore>,
+        location: String,
+        shard: Option<PathBuf>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Self, RevisionError> {
         if store.count()? != manifest.chunks {
             return Err(archive_err(
                 location,
@@ -114,7 +156,8 @@ impl LoadedRevision {
         Ok(Self {
             manifest,
             store,
-            location: parsed.to_string(),
+            location,
+            shard,
             _dir: dir,
         })
     }
@@ -131,12 +174,13 @@ impl LoadedRevision {
         &self.location
     }
 
-    pub fn store(&self) -> &EdgeStore {
-        &self.store
+    pub fn store(&self) -> &dyn VectorStore {
+        self.store.as_ref()
     }
 
-    pub fn shard_path(&self) -> PathBuf {
-        self.store.path().to_path_buf()
+    /// The unpacked shard directory (`None` for a remote collection).
+    pub fn shard_path(&self) -> Option<PathBuf> {
+        self.shard.clone()
     }
 
     /// Nearest chunks to an embedded query, best first.
