@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the product's main job locally, on embedded defaults and real models, no cluster.
 # Indexes examples/finance/corpus with all-MiniLM-L6-v2 into an embedded Qdrant revision, indexes
-# it again (nothing is re-embedded), and answers a question with the cited passages.
+# it again (nothing is re-embedded), starts `serve` on loopback with SmolLM2-135M and that index,
+# asks one question through the OpenAI-compatible API, prints the answer with its citations, and
+# stops the server.
 #
 #   DEMO_QUESTION="..." make demo
 set -euo pipefail
@@ -34,5 +36,35 @@ log "indexing again with the first revision as previous: unchanged documents are
   --embedder "$EMBEDDER_DIR" --output "$work/indexes" --previous "$location" --result-path "$work/second.json"
 cat "$work/second.json"; echo
 
-log "question: $question"
+log "question: $question (retrieval only)"
 "$bin" retrieve --index "$location" --embedder "$EMBEDDER_DIR" --top-k 3 "$question"
+
+port=${DEMO_PORT:-18080}
+log "starting serve on 127.0.0.1:$port (SmolLM2-135M + the index above)"
+"$bin" serve --model "$LLM_GGUF" --index "$location" --embedder "$EMBEDDER_DIR" --name finance \
+  --top-k 3 --listen "127.0.0.1:$port" 2>"$work/serve.log" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 $server 2>/dev/null; then cat "$work/serve.log" >&2; echo "serve exited" >&2; exit 1; fi
+  sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
+
+log "POST /v1/chat/completions"
+request=$(python3 -c 'import json,sys;print(json.dumps({"model":"finance","temperature":0,"max_tokens":48,"messages":[{"role":"user","content":sys.argv[1]}]}))' "$question")
+curl -fsS "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' -d "$request" >"$work/answer.json"
+python3 - "$work/answer.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("\nanswer:", r["choices"][0]["message"]["content"].strip())
+print("\ncitations:")
+for c in r["citations"]:
+    print(f"  [{c['index']}] {c['title']} ({c['document']}, score {c['score']:.3f})")
+u = r["usage"]
+print(f"\nusage: {u['prompt_tokens']} prompt + {u['completion_tokens']} completion tokens")
+PY
+kill $server; wait $server 2>/dev/null || true
+trap - EXIT
+log "server stopped"

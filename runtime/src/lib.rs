@@ -8,7 +8,6 @@ pub mod index;
 pub mod lora;
 pub mod model;
 pub mod retrieve;
-#[cfg(feature = "serve-wip")]
 pub mod serve;
 pub mod source;
 pub mod store;

@@ -24,7 +24,6 @@ enum Command {
     /// Search an index revision and print the passages with their citations (debugging, demo).
     Retrieve(hybrid_runtime::retrieve::RetrieveArgs),
     /// Serve chat completions (OpenAI API) with per-request adapters and cited retrieval.
-    #[cfg(feature = "serve-wip")]
     Serve(Box<hybrid_runtime::serve::ServeArgs>),
 }
 
@@ -41,7 +40,6 @@ fn main() -> anyhow::Result<()> {
         Command::Train(args) => std::process::exit(hybrid_runtime::train::cli::main(&args)),
         Command::Eval(args) => std::process::exit(hybrid_runtime::eval::cli::main(&args)),
         Command::Retrieve(args) => std::process::exit(hybrid_runtime::retrieve::main(&args)),
-        #[cfg(feature = "serve-wip")]
         Command::Serve(args) => std::process::exit(hybrid_runtime::serve::main(&args)),
     }
 }

@@ -912,6 +912,13 @@ pub struct RetrieveRequest {
 }
 
 #[derive(Debug, Serialize)]
+pub struct RetrieveResponse {
+    pub query: String,
+    pub results: Vec<RetrieveResult>,
+    pub revisions: serde_json::Value,
+}
+
+#[derive(Debug, Serialize)]
 pub struct RetrieveResult {
     pub corpus: String,
     pub revision: String,
@@ -965,11 +972,12 @@ async fn retrieve(
                 .collect(),
         })
         .collect();
-    Ok(axum::Json(serde_json::json!({
-        "query": request.query,
-        "results": results,
-        "revisions": snapshot.revisions,
-    }))
+    // A struct, not `json!`: scores stay f32 in the output, exactly as the CLI prints them.
+    Ok(axum::Json(RetrieveResponse {
+        query: request.query,
+        results,
+        revisions: snapshot.revisions.clone(),
+    })
     .into_response())
 }
 
