@@ -29,17 +29,25 @@ def main():
                 n_threads_batch=threads, verbose=False)
     load_s = time.perf_counter() - start
 
+    n_vocab = llm.n_vocab()
+
+    def last_argmax():
+        # Logits of the last evaluated position, straight from llama.cpp: llama-cpp-python only
+        # copies them into `llm.scores` with logits_all=True, which would compute every row.
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))
+        return int(np.argmax(logits))
+
     def generate(ids, n):
         llm.reset()
         c0, t0 = time.process_time(), time.perf_counter()
         llm.eval(ids)
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = last_argmax()
         prefill, prefill_cpu = time.perf_counter() - t0, time.process_time() - c0
         tokens = [tok]
         c0, t0 = time.process_time(), time.perf_counter()
         for _ in range(n - 1):
             llm.eval([tok])
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            tok = last_argmax()
             tokens.append(tok)
         decode, decode_cpu = time.perf_counter() - t0, time.process_time() - c0
         return prefill, decode, prefill_cpu, decode_cpu, tokens
