@@ -177,11 +177,18 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
     let (status, event) = next_status(
         &adapter, &current, &dataset, &revision, &job_name, &decision, started, finished, &now,
     );
-    if apply_status(&adapters, &*adapter, adapter.status.as_ref(), &status).await?
-        && let Some((warning, reason, note)) = event
-    {
-        ctx.event(&*adapter, warning, reason, "Reconcile", note)
-            .await;
+    record(&ctx, &ns, &name, &status, &now);
+    if apply_status(&adapters, &*adapter, adapter.status.as_ref(), &status).await? {
+        // Written once per finished Job: the status records it, so the next reconcile is a no-op.
+        match &decision {
+            Decision::Succeeded(_) => ctx.metrics.job_finished("train", true, &ns, &name),
+            Decision::Failed { .. } => ctx.metrics.job_finished("train", false, &ns, &name),
+            _ => {}
+        }
+        if let Some((warning, reason, note)) = event {
+            ctx.event(&*adapter, warning, reason, "Reconcile", note)
+                .await;
+        }
     }
     match &decision {
         Decision::Failed {
@@ -194,6 +201,18 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
         _ => {}
     }
     Ok(action)
+}
+
+/// The alerts' per-object gauges (stalled, revision stale) from the status being written.
+fn record(ctx: &Context, ns: &str, name: &str, status: &AdapterStatus, now: &Time) {
+    ctx.metrics.record_status(
+        KIND,
+        ns,
+        name,
+        &status.conditions,
+        Some(types::TRAINED),
+        now,
+    );
 }
 
 async fn stall(
@@ -222,6 +241,12 @@ async fn stall(
         generation,
         now,
     );
+    if let (Some(ns), Some(name)) = (
+        adapter.metadata.namespace.as_deref(),
+        adapter.metadata.name.as_deref(),
+    ) {
+        record(ctx, ns, name, &status, now);
+    }
     if apply_status(api, adapter, adapter.status.as_ref(), &status).await? {
         ctx.event(adapter, true, e.label(), "Reconcile", e.to_string())
             .await;

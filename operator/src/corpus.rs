@@ -76,6 +76,7 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
         Ok(r) => r,
         Err(e) if !e.is_transient() => {
             let status = stalled(&corpus, &current, &e, &now);
+            record(&ctx, &ns, &name, &status, &now);
             if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await? {
                 ctx.event(&*corpus, true, e.label(), "ComputeRevision", e.to_string())
                     .await;
@@ -126,6 +127,7 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
                 Ok(job) => job,
                 Err(e) if !e.is_transient() => {
                     let status = stalled(&corpus, &current, &e, &now);
+                    record(&ctx, &ns, &name, &status, &now);
                     if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await? {
                         ctx.event(&*corpus, true, e.label(), "BuildIndexJob", e.to_string())
                             .await;
@@ -181,11 +183,18 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
         finished,
         &now,
     );
-    if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await?
-        && let Some((warning, reason, note)) = event
-    {
-        ctx.event(&*corpus, warning, reason, "Reconcile", note)
-            .await;
+    record(&ctx, &ns, &name, &status, &now);
+    if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await? {
+        // Written once per finished Job: the status records it, so the next reconcile is a no-op.
+        match &decision {
+            Decision::Succeeded(_) => ctx.metrics.job_finished("index", true, &ns, &name),
+            Decision::Failed { .. } => ctx.metrics.job_finished("index", false, &ns, &name),
+            _ => {}
+        }
+        if let Some((warning, reason, note)) = event {
+            ctx.event(&*corpus, warning, reason, "Reconcile", note)
+                .await;
+        }
     }
     // Only once the failure is recorded (with the Job's creation time, so it is never counted
     // twice) is the Job deleted, making room for the retry under the same name.
@@ -200,6 +209,18 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
         _ => {}
     }
     Ok(action)
+}
+
+/// The alerts' per-object gauges (stalled, revision stale) from the status being written.
+fn record(ctx: &Context, ns: &str, name: &str, status: &CorpusStatus, now: &Time) {
+    ctx.metrics.record_status(
+        KIND,
+        ns,
+        name,
+        &status.conditions,
+        Some(types::INDEXED),
+        now,
+    );
 }
 
 /// The status the decision leads to, and the Event worth publishing if it is written.

@@ -236,6 +236,8 @@ async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action>
         Ok(b) => b,
         Err(e) if !e.is_transient() => {
             let status = blocked_status(&model, &current, &e, &now);
+            ctx.metrics
+                .record_status(KIND, &ns, &name, &status.conditions, None, &now);
             if apply_status(&api, &*model, model.status.as_ref(), &status).await? {
                 let warning = !matches!(e, Error::DependencyNotReady { .. });
                 ctx.event(&*model, warning, e.label(), "Resolve", e.to_string())
@@ -287,6 +289,8 @@ async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action>
         &now,
     );
     let rolled_out = crate::status::is_true(&status.conditions, types::SERVING);
+    ctx.metrics
+        .record_status(KIND, &ns, &name, &status.conditions, None, &now);
     apply_status(&api, &*model, model.status.as_ref(), &status).await?;
     Ok(if rolled_out {
         Action::requeue(RESYNC)

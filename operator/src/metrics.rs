@@ -127,6 +127,31 @@ impl Metrics {
             .set(i64::from(stalled));
     }
 
+    /// Sets the per-object gauges from a status about to be written: Stalled, and for how long
+    /// the `revision_condition` (Indexed, Trained) has been False, i.e. the newest sources have
+    /// waited for their revision.
+    pub fn record_status(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        revision_condition: Option<&str>,
+        now: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    ) {
+        let stalled = crate::status::is_true(conditions, hybrid_crds::conditions::types::STALLED);
+        self.set_stalled(kind, namespace, name, stalled);
+        if let Some(type_) = revision_condition {
+            let stale_for = crate::status::find(conditions, type_)
+                .filter(|c| c.status == "False")
+                .map(|c| {
+                    let secs = now.0.as_second() - c.last_transition_time.0.as_second();
+                    std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+                });
+            self.set_revision_stale(kind, namespace, name, stale_for);
+        }
+    }
+
     /// Drops the per-object series of a deleted resource.
     pub fn forget(&self, kind: &'static str, job_kind: &'static str, namespace: &str, name: &str) {
         let _ = self

@@ -98,6 +98,19 @@ async fn reconcile(policy: Arc<ServingPolicy>, ctx: Arc<Context>) -> Result<Acti
         policy.metadata.generation,
         &crate::status::now(),
     );
+    if let (Some(ns), Some(name)) = (
+        policy.metadata.namespace.as_deref(),
+        policy.metadata.name.as_deref(),
+    ) {
+        ctx.metrics.record_status(
+            KIND,
+            ns,
+            name,
+            &status.conditions,
+            None,
+            &crate::status::now(),
+        );
+    }
     if apply_status(&api, &*policy, policy.status.as_ref(), &status).await?
         && let Health::Stalled { reason, message } = &health
     {
