@@ -127,17 +127,22 @@ async fn config_swap_under_load_keeps_each_request_on_one_revision_set() {
 
     // A bad config is refused and the current one keeps serving.
     publish(&etc, &v1.replace("limits:", "limitz:"), 3);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let counted = r#"hybrid_runtime_config_reload_total{outcome="error"} 1"#;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut metrics = String::new();
+    while Instant::now() < deadline && !metrics.contains(counted) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        metrics = get(&server.url("/metrics")).await.text();
+    }
+    assert!(
+        metrics.contains(counted),
+        "the bad config is counted:\n{metrics}"
+    );
     let r = get(&server.url("/v1/admin/revisions")).await;
     assert_eq!(
         r.json()["servingRevision"],
         "sr-2",
         "a bad config must not replace the good one"
-    );
-    let metrics = get(&server.url("/metrics")).await.text();
-    assert!(
-        metrics.contains(r#"hybrid_runtime_config_reload_total{outcome="error"} 1"#),
-        "the bad config is counted:\n{metrics}"
     );
     assert!(
         server.log_text().contains("limitz"),
