@@ -3,8 +3,8 @@
 //! with server-side apply → status ([`status`], written only when it changed).
 
 pub mod adapter;
-pub mod autoscaler;
 pub mod admin;
+pub mod autoscaler;
 pub mod build;
 pub mod context;
 pub mod corpus;

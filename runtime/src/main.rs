@@ -28,6 +28,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Two rustls crypto providers are linked (kube: ring; reqwest, object_store: aws-lc-rs); pick
+    // one for every client before any TLS connection. Err means one is installed already: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Jobs' logs are read without RUST_LOG set, so progress (info) shows by default.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -523,7 +523,16 @@ pub fn service_monitor(model: &HybridModel) -> Result<serde_json::Value> {
         },
         "spec": {
             "selector": {"matchLabels": selector_labels(&name)},
-            "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
+            // Every runtime series gets `model` = the HybridModel name (the autoscaler's and the
+            // alerts' join key, docs/metrics.md); the runtime's own `model` label (the same name)
+            // is kept as exported.
+            "endpoints": [{
+                "port": "http",
+                "path": "/metrics",
+                "interval": "15s",
+                "honorLabels": true,
+                "relabelings": [{"action": "replace", "targetLabel": "model", "replacement": name}],
+            }],
         },
     }))
 }
@@ -677,6 +686,10 @@ spec:
     fn service_monitor_scrapes_the_model_service() {
         let sm = service_monitor(&model(MODEL)).expect("sm");
         assert_eq!(sm["metadata"]["name"], "advisor");
+        assert_eq!(
+            sm["spec"]["endpoints"][0]["relabelings"][0]["replacement"], "advisor",
+            "runtime series are labelled with the HybridModel name"
+        );
         assert_eq!(sm["metadata"]["ownerReferences"][0]["uid"], "3333-model");
         assert_eq!(
             sm["spec"]["selector"]["matchLabels"]["hybrid.dev/hybridmodel"],

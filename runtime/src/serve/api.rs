@@ -539,8 +539,10 @@ async fn chat(
     let selection: Selection = snapshot
         .resolve(&request.model)
         .ok_or_else(|| unknown_model(&request.model, &snapshot))?;
+    // `model` is the HybridModel name, whichever id (`<name>`, `<name>:<adapter>`) was asked
+    // for: the autoscaler and the alerts select on it (docs/metrics.md); `adapter` says which.
     record.labels = [
-        selection.model_id.clone(),
+        snapshot.config.name.clone(),
         selection.adapter_label().to_string(),
     ];
     let limits = state.limits;
