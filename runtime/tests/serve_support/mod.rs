@@ -52,7 +52,16 @@ pub fn finance_index() -> String {
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-finance-{digest:016x}"));
     let result = dir.join("result.json");
-    if !result.is_file() {
+    // Reuse an earlier run's index only if the archive it names is still there (a target dir
+    // that was moved or copied keeps result.json pointing at the old path).
+    let archive_exists = |result: &std::path::Path| {
+        std::fs::read(result)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|j| j["location"].as_str().map(str::to_owned))
+            .is_some_and(|l| std::path::Path::new(l.trim_start_matches("file://")).exists())
+    };
+    if !archive_exists(&result) {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("index dir");
         let status = Command::new(train_support::runtime_bin())
