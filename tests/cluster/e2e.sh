@@ -19,8 +19,10 @@ log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # Compile first, while no cluster is running: on a cold target dir this is the slow part.
 log "building the e2e tests and the operator they run"
 "$CARGO" test -p hybrid-e2e --features e2e --no-run
-"$CARGO" build -p hybrid-operator
+# The autoscaler test runs real `hybrid-runtime serve` processes next to the operator.
+"$CARGO" build -p hybrid-operator -p hybrid-runtime
 export HYBRID_OPERATOR_BIN=${HYBRID_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-operator}
+export HYBRID_RUNTIME_BIN=${HYBRID_RUNTIME_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-runtime}
 
 finish() {
   local rc=$?

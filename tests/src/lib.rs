@@ -9,6 +9,7 @@
 //! panics). [`apply_yaml`], [`wait_for_condition`] and [`install_crds`] cover what most tests
 //! need; [`kubectl`] runs the matching kubectl for the checks that are about kubectl itself.
 
+pub mod autoscale;
 pub mod operator;
 
 use std::collections::hash_map::RandomState;
@@ -47,6 +48,9 @@ pub fn repo_root() -> PathBuf {
 
 /// A client for the cluster in `KUBECONFIG`.
 pub async fn client() -> Result<Client> {
+    // kube links rustls with ring and reqwest (the autoscaler test's HTTP client) with aws-lc-rs;
+    // with both compiled in, rustls needs the process default chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if std::env::var_os("KUBECONFIG").is_none_or(|v| v.is_empty()) {
         bail!(
             "KUBECONFIG is not set. Run `make e2e`, or start a cluster with \

@@ -115,9 +115,15 @@ pub fn install_chart_rbac(namespace: &str) -> Result<PathBuf> {
         ],
         Some(&rendered),
     )?;
+    service_account_kubeconfig(namespace, RELEASE)
+}
+
+/// A kubeconfig that authenticates as ServiceAccount `account` of `namespace` with a bound token
+/// (written next to the cluster's kubeconfig). Returns its path.
+pub fn service_account_kubeconfig(namespace: &str, account: &str) -> Result<PathBuf> {
     let token = run(
         &kubectl_program(),
-        &["create", "token", RELEASE, "-n", namespace, "--duration=2h"],
+        &["create", "token", account, "-n", namespace, "--duration=2h"],
         None,
     )?;
     let view = |path: &str| {
@@ -138,11 +144,11 @@ pub fn install_chart_rbac(namespace: &str) -> Result<PathBuf> {
     let ca = view(".clusters[0].cluster.certificate-authority-data")?;
     let config = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}\n\
-         users:\n- name: operator\n  user: {{token: \"{}\"}}\ncontexts:\n- name: operator\n  context: {{cluster: c, user: operator, namespace: {namespace}}}\n\
-         current-context: operator\n",
+         users:\n- name: {account}\n  user: {{token: \"{}\"}}\ncontexts:\n- name: {account}\n  context: {{cluster: c, user: {account}, namespace: {namespace}}}\n\
+         current-context: {account}\n",
         token.trim()
     );
-    let path = cluster_dir()?.join(format!("operator-{namespace}.kubeconfig"));
+    let path = cluster_dir()?.join(format!("{account}-{namespace}.kubeconfig"));
     std::fs::write(&path, config)?;
     Ok(path)
 }
@@ -157,6 +163,7 @@ pub struct Operator {
     child: Child,
     kubeconfig: PathBuf,
     namespace: String,
+    extra_args: Vec<String>,
     pub admin_port: u16,
     pub log: PathBuf,
 }
@@ -164,6 +171,11 @@ pub struct Operator {
 impl Operator {
     /// Starts the binary as the chart's ServiceAccount, with leader election in `namespace`.
     pub fn start(kubeconfig: &Path, namespace: &str) -> Result<Self> {
+        Self::start_with(kubeconfig, namespace, &[])
+    }
+
+    /// [`Operator::start`] with extra command-line flags (kept for [`Operator::restart`]).
+    pub fn start_with(kubeconfig: &Path, namespace: &str, extra_args: &[&str]) -> Result<Self> {
         let admin_port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -183,6 +195,7 @@ impl Operator {
                 "--pod-name",
                 "e2e-operator",
             ])
+            .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env(
                 "RUST_LOG",
@@ -196,6 +209,7 @@ impl Operator {
             child,
             kubeconfig: kubeconfig.to_owned(),
             namespace: namespace.to_owned(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             admin_port,
             log,
         })
@@ -211,7 +225,8 @@ impl Operator {
     /// SIGKILL and start a fresh process with the same identity and credentials.
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
-        let fresh = Self::start(&self.kubeconfig, &self.namespace)?;
+        let args: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let fresh = Self::start_with(&self.kubeconfig, &self.namespace, &args)?;
         // The old process is already reaped; dropping it only retries a harmless kill.
         drop(std::mem::replace(self, fresh));
         Ok(())
