@@ -12,9 +12,9 @@
 //!   refreshes a ConfigMap volume, so a top-k decision reaches the process through the runtime's
 //!   own config reload. A process takes traffic (and is scraped) once its `/readyz` says so.
 //! - [`Load`]: a bounded closed-loop load generator: a fixed number of clients, each sending one
-//!   chat completion at a time to the ready processes in turn, as a Service would spread them.
+//!   chat completion at a time to the ready process with the fewest requests in flight.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -239,7 +239,7 @@ impl Prometheus {
     }
 
     /// `query` evaluated at every `step` from `start` to `end` (Unix seconds): (time, value)
-    /// pairs of the first series, NaN values dropped.
+    /// pairs of the first series, NaN values dropped (+Inf kept: a p95 above every bucket).
     pub async fn query_range(
         &self,
         query: &str,
@@ -270,8 +270,11 @@ impl Prometheus {
             .iter()
             .filter_map(|v| {
                 let t = v[0].as_f64()?;
-                let x: f64 = v[1].as_str()?.parse().ok()?;
-                x.is_finite().then_some((t, x))
+                let x = match v[1].as_str()? {
+                    "+Inf" => f64::INFINITY,
+                    s => s.parse().ok()?,
+                };
+                (!x.is_nan()).then_some((t, x))
             })
             .collect())
     }
@@ -304,8 +307,8 @@ pub struct StandInSpec {
     pub work: PathBuf,
     /// Extra environment of every process (the test-only latency injection).
     pub env: Vec<(String, String)>,
-    /// Extra `serve` arguments.
-    pub args: Vec<String>,
+    /// `model.precision` the processes use instead of the runtime's default for the format.
+    pub precision: Option<String>,
     /// Credentials of the pods' ServiceAccount: with them each process writes its loaded
     /// revisions on "its" Pod, as in a cluster (docs/runtime-contract.md, section 3).
     pub kubeconfig: Option<PathBuf>,
@@ -369,6 +372,9 @@ impl StandIns {
             }
         }
         map(&mut config, &volumes);
+        if let Some(precision) = &self.spec.precision {
+            config["model"]["precision"] = serde_yaml::Value::String(precision.clone());
+        }
         Ok(serde_yaml::to_string(&config)?)
     }
 
@@ -471,7 +477,6 @@ impl StandIns {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--scratch")
             .arg(self.spec.work.join(format!("{pod}-scratch")))
-            .args(&self.spec.args)
             .env("RUST_LOG", "info,qdrant_edge=error")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -501,6 +506,20 @@ fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The backend with the fewest requests of ours in flight (a least-request balancer, as service
+/// meshes and IPVS `lc` spread load); ties go round-robin from `turn`.
+pub fn least_busy(
+    backends: &[String],
+    busy: &HashMap<String, usize>,
+    turn: usize,
+) -> Option<String> {
+    let n = backends.len();
+    (0..n)
+        .map(|i| &backends[(turn + i) % n.max(1)])
+        .min_by_key(|b| busy.get(*b).copied().unwrap_or(0))
+        .cloned()
+}
+
 /// Counts of the load generator's requests by outcome.
 #[derive(Clone, Debug, Default)]
 pub struct LoadStats {
@@ -528,14 +547,16 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(LoadStats::default()));
         let next = Arc::new(AtomicUsize::new(0));
+        let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let http = http_client(Duration::from_secs(120))?;
         let body = serde_json::to_vec(&request)?;
         let tasks = (0..clients)
             .map(|_| {
-                let (stop, stats, next, http, body, backends) = (
+                let (stop, stats, next, in_flight, http, body, backends) = (
                     stop.clone(),
                     stats.clone(),
                     next.clone(),
+                    in_flight.clone(),
                     http.clone(),
                     body.clone(),
                     backends.clone(),
@@ -544,11 +565,13 @@ impl Load {
                     while !stop.load(Ordering::SeqCst) {
                         let backend = {
                             let list = backends.read().map(|l| l.clone()).unwrap_or_default();
-                            if list.is_empty() {
-                                None
-                            } else {
-                                Some(list[next.fetch_add(1, Ordering::SeqCst) % list.len()].clone())
+                            let mut busy = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                            let picked =
+                                least_busy(&list, &busy, next.fetch_add(1, Ordering::SeqCst));
+                            if let Some(b) = &picked {
+                                *busy.entry(b.clone()).or_default() += 1;
                             }
+                            picked
                         };
                         let Some(backend) = backend else {
                             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -567,6 +590,13 @@ impl Load {
                         }
                         .await
                         .map_err(|e| e.to_string());
+                        if let Some(n) = in_flight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_mut(&backend)
+                        {
+                            *n = n.saturating_sub(1);
+                        }
                         let back_off = matches!(&result, Ok(s) if s.as_u16() == 429);
                         {
                             let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -606,5 +636,22 @@ impl Load {
             let _ = t.await;
         }
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_busy_prefers_idle_backends_then_rotates() {
+        let b: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let mut busy = HashMap::new();
+        assert_eq!(least_busy(&b, &busy, 0).as_deref(), Some("a"));
+        assert_eq!(least_busy(&b, &busy, 1).as_deref(), Some("b"));
+        busy.insert("a".to_string(), 1);
+        busy.insert("b".to_string(), 1);
+        assert_eq!(least_busy(&b, &busy, 0).as_deref(), Some("c"));
+        assert_eq!(least_busy(&[], &busy, 3), None);
     }
 }

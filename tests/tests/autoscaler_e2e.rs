@@ -48,21 +48,23 @@ use serde_json::json;
 
 const MODEL: &str = "advisor";
 const CORPUS: &str = "finance-notes";
-/// p95 end-to-end target of the test's ServingPolicy.
-const SLO_MS: u64 = 2000;
+/// p95 end-to-end target of the test's ServingPolicy, on a bucket boundary of the runtime's
+/// latency histogram. Large because the injected prompt cost is large: on a busy 2-core machine
+/// the real CPU time of a prompt varies by seconds, and the injected part must dominate it.
+const SLO_MS: u64 = 20_000;
 const MIN_REPLICAS: i32 = 1;
 const MAX_REPLICAS: i32 = 4;
 const TOP_K: i32 = 4;
 const MIN_TOP_K: i32 = 1;
 const SCALE_UP_WINDOW_S: u64 = 4;
 const SCALE_DOWN_WINDOW_S: u64 = 30;
-/// The operator's PromQL rate window (`--autoscaler-window`): 15 scrapes at 1 s.
-const WINDOW: Duration = Duration::from_secs(15);
+/// The operator's PromQL rate window (`--autoscaler-window`, its default): 30 scrapes at 1 s.
+const WINDOW: Duration = Duration::from_secs(30);
 /// Concurrent closed-loop clients during the load phases.
-const CLIENTS: usize = 6;
+const CLIENTS: usize = 3;
 /// Injected cost per prompt token (µs) and per decode round (ms).
-const PREFILL_US_PER_TOKEN: u64 = 5000;
-const DECODE_MS: u64 = 60;
+const PREFILL_US_PER_TOKEN: u64 = 40_000;
+const DECODE_MS: u64 = 100;
 /// Tokens each answer may have.
 const MAX_TOKENS: u64 = 4;
 /// Prometheus down for this long in the middle of the steady phase.
@@ -284,7 +286,9 @@ async fn latency_slo_drives_top_k_and_replicas() -> Result<()> {
                 DECODE_MS.to_string(),
             ),
         ],
-        args: Vec::new(),
+        // On a CPU, f32 weights prefill fastest (docs/runtime-precision.md); the injected
+        // delays, not this machine's cores, are meant to set the latency.
+        precision: Some("f32".into()),
         kubeconfig: Some(runtime_kubeconfig),
     })?;
     let backends = stand_ins.backends.clone();
@@ -350,13 +354,14 @@ async fn latency_slo_drives_top_k_and_replicas() -> Result<()> {
                     t: run.start.elapsed().as_secs_f64(),
                     unix: unix_now(),
                     phase: run.phase.lock().map(|p| p.clone()).unwrap_or_default(),
+                    // +Inf (above every bucket) is drawn at the largest bucket, 120 s.
                     p95_ms: prom
                         .query(&url, &p95_query)
                         .await
                         .ok()
                         .flatten()
-                        .filter(|v| v.is_finite())
-                        .map(|v| v * 1000.0),
+                        .filter(|v| !v.is_nan())
+                        .map(|v| v.min(120.0) * 1000.0),
                     slo_ms: SLO_MS,
                     desired_replicas: status.as_ref().and_then(|s| s.desired_replicas),
                     deployment_replicas: deployment

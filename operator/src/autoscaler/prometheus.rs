@@ -1,9 +1,9 @@
 //! Reading a HybridModel's latency from Prometheus' HTTP API (`/api/v1/query`).
 //!
-//! Four instant queries per tick, each over the runtime pods' series of one HybridModel
+//! Five instant queries per tick, each over the runtime pods' series of one HybridModel
 //! (`namespace` from the scrape target, `model` = the HybridModel name the runtime exports):
 //! p95 end-to-end latency and p95 time to first token from the histograms, the request rate,
-//! and the requests queued now. The rate window is the operator's `--autoscaler-window`.
+//! and the requests queued and being generated now. The rate window is the operator's `--autoscaler-window`.
 
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ pub struct Queries {
     pub ttft_p95: String,
     pub rate: String,
     pub queue: String,
+    pub in_flight: String,
 }
 
 impl Queries {
@@ -39,6 +40,7 @@ impl Queries {
             ttft_p95: quantile("hybrid_runtime_time_to_first_token_seconds"),
             rate: format!("sum(rate(hybrid_runtime_requests_total{{{sel}}}[{w}]))"),
             queue: format!("sum(hybrid_runtime_queue_depth{{{sel}}})"),
+            in_flight: format!("sum(hybrid_runtime_in_flight_sequences{{{sel}}})"),
         }
     }
 }
@@ -112,24 +114,37 @@ fn parse(query: &str, body: &str) -> Result<Option<f64>, QueryError> {
     Ok(Some(v))
 }
 
-/// Turns the four answers into an observation.
-pub fn observe(
-    p95: Option<f64>,
-    ttft_p95: Option<f64>,
-    rate: Option<f64>,
-    queue: Option<f64>,
-) -> Observation {
-    let Some(rate) = rate else {
+/// The answers of one tick's queries (`None`: an empty result).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Readings {
+    pub p95: Option<f64>,
+    pub ttft_p95: Option<f64>,
+    pub rate: Option<f64>,
+    pub queue: Option<f64>,
+    pub in_flight: Option<f64>,
+}
+
+/// Turns the answers into an observation.
+pub fn observe(r: Readings) -> Observation {
+    let Some(rate) = r.rate else {
         return Observation::NoData;
     };
-    let queue = queue.filter(|q| q.is_finite()).unwrap_or(0.0);
+    let gauge = |v: Option<f64>| v.filter(|q| q.is_finite()).unwrap_or(0.0);
+    let (queue, in_flight) = (gauge(r.queue), gauge(r.in_flight));
     if rate <= 0.0 && queue <= 0.0 {
-        return Observation::Idle;
+        // No request finished in the window and none waits. With sequences still being
+        // generated that is not idleness: the window may just be short of samples (Prometheus
+        // restarted) or requests may be slow. Hold instead of restoring the policy's top-k.
+        return if in_flight > 0.0 {
+            Observation::NoData
+        } else {
+            Observation::Idle
+        };
     }
-    match p95.filter(|v| v.is_finite()) {
+    match r.p95.filter(|v| v.is_finite()) {
         Some(p95) => Observation::Measured {
             p95,
-            ttft_p95: ttft_p95.filter(|v| v.is_finite()),
+            ttft_p95: r.ttft_p95.filter(|v| v.is_finite()),
             rate,
             queue,
         },
@@ -187,18 +202,26 @@ impl Client {
 
     /// One observation of a HybridModel; an unreachable Prometheus becomes `Unavailable`.
     pub async fn observe(&self, base: &str, queries: &Queries) -> Observation {
-        let results = futures::future::join4(
-            self.query(base, &queries.p95),
-            self.query(base, &queries.ttft_p95),
-            self.query(base, &queries.rate),
-            self.query(base, &queries.queue),
+        let answers = futures::future::join_all(
+            [
+                &queries.p95,
+                &queries.ttft_p95,
+                &queries.rate,
+                &queries.queue,
+                &queries.in_flight,
+            ]
+            .map(|q| self.query(base, q)),
         )
         .await;
-        match results {
-            (Ok(p95), Ok(ttft), Ok(rate), Ok(queue)) => observe(p95, ttft, rate, queue),
-            (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
-                Observation::Unavailable(e.to_string())
-            }
+        match answers.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(v) => observe(Readings {
+                p95: v[0],
+                ttft_p95: v[1],
+                rate: v[2],
+                queue: v[3],
+                in_flight: v[4],
+            }),
+            Err(e) => Observation::Unavailable(e.to_string()),
         }
     }
 }
@@ -244,13 +267,28 @@ mod tests {
 
     #[test]
     fn observations_distinguish_idle_from_missing_data() {
-        assert_eq!(observe(None, None, None, None), Observation::NoData);
+        let r = |p95, rate, queue, in_flight| Readings {
+            p95,
+            ttft_p95: None,
+            rate,
+            queue,
+            in_flight,
+        };
+        assert_eq!(observe(Readings::default()), Observation::NoData);
         assert_eq!(
-            observe(Some(f64::NAN), None, Some(0.0), Some(0.0)),
+            observe(r(Some(f64::NAN), Some(0.0), Some(0.0), Some(0.0))),
             Observation::Idle
         );
+        // Nothing finished in the window but sequences are being generated: not idle.
         assert_eq!(
-            observe(Some(0.4), Some(0.1), Some(3.0), None),
+            observe(r(Some(f64::NAN), Some(0.0), Some(0.0), Some(3.0))),
+            Observation::NoData
+        );
+        assert_eq!(
+            observe(Readings {
+                ttft_p95: Some(0.1),
+                ..r(Some(0.4), Some(3.0), None, Some(2.0))
+            }),
             Observation::Measured {
                 p95: 0.4,
                 ttft_p95: Some(0.1),
@@ -260,7 +298,7 @@ mod tests {
         );
         // Nothing finishes but work is queued: infinite latency, which is pressure.
         assert!(matches!(
-            observe(Some(f64::NAN), None, Some(2.0), Some(6.0)),
+            observe(r(Some(f64::NAN), Some(2.0), Some(6.0), None)),
             Observation::Measured { p95, .. } if p95.is_infinite()
         ));
     }

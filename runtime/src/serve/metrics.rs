@@ -45,9 +45,14 @@ pub struct Metrics {
     pub config_reload: IntCounterVec,
 }
 
-/// Request and first-token latencies on CPU span milliseconds to a minute.
+/// Request and first-token latencies span milliseconds to minutes. Between 0.5 s and 10 s, where
+/// latency SLOs of chat serving sit, the buckets are close together: `histogram_quantile`
+/// interpolates inside a bucket, so a p95 read from a wide bucket lands near its upper edge (every
+/// request at 5.5 s reads as a p95 of 9.8 s with a 5–10 s bucket) and the autoscaler would act on
+/// that error. Keep an SLO on a bucket boundary.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0,
+    10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
 ];
 const STEP_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
