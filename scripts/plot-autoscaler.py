@@ -55,7 +55,7 @@ def main() -> None:
             if phase in colours:
                 for ax in (ax1, ax2, ax3):
                     ax.axvspan(t[start], t[i - 1], color=colours[phase], zorder=0)
-            ax1.annotate(phase, (t[start], 0), xycoords=("data", "axes fraction"), fontsize=7)
+                ax1.annotate(phase, (t[start], 1.01), xycoords=("data", "axes fraction"), fontsize=7)
             start = i
     fig.suptitle("Latency autoscaler e2e: real Prometheus and hybrid-runtime serve processes, KWOK GPU nodes")
     fig.tight_layout()
