@@ -34,14 +34,18 @@ pub struct DataSource {
     /// revision within seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapSource>,
-    /// Read files below `path` on a PersistentVolumeClaim. Its contents are digested by a scan step
-    /// of the index or training Job.
+    /// Read files below `path` on a PersistentVolumeClaim. For a Corpus, a small scan Job lists
+    /// them (path, size, modification time) when the source is new and every `refreshInterval`;
+    /// a changed listing starts a new index revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<PvcSource>,
-    /// Fetch one document over HTTP(S). The operator digests the response body on each refresh.
+    /// Fetch one document over HTTP(S). For a Corpus, the operator fetches it and digests the
+    /// body when the source is new and every `refreshInterval` (conditional requests with the
+    /// response's `ETag` and `Last-Modified`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSource>,
-    /// Read objects under a prefix of an S3-compatible bucket. Digested by the Job's scan step.
+    /// Read objects under a prefix of an S3-compatible bucket. For a Corpus, a small scan Job
+    /// lists them (key, size, ETag) when the source is new and every `refreshInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Source>,
 }

@@ -15,6 +15,10 @@ pub mod types {
     pub const STALLED: &str = "Stalled";
     /// Corpus only: an index revision built from the current sources is active.
     pub const INDEXED: &str = "Indexed";
+    /// Corpus with HTTP, PVC or S3 sources only: the last check of those sources (HTTP fetch,
+    /// scan Job) succeeded. False keeps the digests of the previous check, so the active
+    /// revision stays; the message says which source failed.
+    pub const SOURCES_CHECKED: &str = "SourcesChecked";
     /// Adapter only: an adapter revision trained from the current dataset is active.
     pub const TRAINED: &str = "Trained";
     /// HybridModel only: serving pods are available and report the desired revisions loaded.
@@ -39,6 +43,8 @@ pub mod reasons {
     pub const BASE_MODEL_MISMATCH: &str = "BaseModelMismatch";
     /// An index Job for a new content revision is running.
     pub const INDEXING: &str = "Indexing";
+    /// A scan Job lists the PVC and S3 sources of a Corpus before its content revision is known.
+    pub const SCANNING: &str = "Scanning";
     /// A training Job for a new training revision is running.
     pub const TRAINING: &str = "Training";
     /// A Job failed; the previous revision stays active and the Job is retried with backoff.

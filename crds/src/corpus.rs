@@ -48,9 +48,11 @@ pub struct CorpusSpec {
     /// by each serving pod) or collections in a remote Qdrant cluster. Set exactly one.
     #[serde(default)]
     pub vector_store: VectorStore,
-    /// How often sources are re-read to detect changes, as a duration (`30s`, `15m`, `1h`).
-    /// ConfigMap sources are also watched, so edits to them are seen at once. Unset: only on
-    /// spec or ConfigMap changes.
+    /// How often HTTP sources are fetched again and PVC and S3 sources scanned again to detect
+    /// changes, as a duration (`30s`, `15m`, `1h30m`; at least `10s`). A change starts a new index
+    /// revision; an unchanged source starts nothing. ConfigMap sources are watched, so edits to
+    /// them are seen at once either way. Unset: sources are read when the Corpus is created or
+    /// its spec changes, never periodically.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
     pub refresh_interval: Option<String>,
@@ -244,6 +246,45 @@ pub struct CorpusStatus {
     /// Failed attempts at the current content revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryState>,
+    /// HTTP sources as the operator last fetched them, in `spec.sources` order. Their body
+    /// digests are part of `contentRevision`; they are fetched again every `refreshInterval`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sources: Vec<HttpSourceState>,
+    /// The last scan of the PVC and S3 sources (a small Job listing their documents). Its digest
+    /// is part of `contentRevision`; the scan runs again every `refreshInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_scan: Option<SourceScan>,
+}
+
+/// An HTTP source as last fetched.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSourceState {
+    /// The URL fetched.
+    pub url: String,
+    /// sha256 of the response body.
+    pub digest: String,
+    /// `ETag` of the response, sent as `If-None-Match` on the next check so an unchanged
+    /// document is not downloaded again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// `Last-Modified` of the response, sent as `If-Modified-Since` on the next check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
+}
+
+/// The result of the last scan of the PVC and S3 sources.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceScan {
+    /// Digest of the source locations the scan listed; after a change to them the scan is
+    /// repeated before a new content revision is computed.
+    pub sources: String,
+    /// Digest of the listing: path or key, size, and modification time or ETag of each document.
+    pub digest: String,
+    /// Documents listed.
+    #[serde(default)]
+    pub documents: i64,
 }
 
 /// One immutable index revision.

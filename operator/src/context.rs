@@ -37,6 +37,10 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Metrics,
     pub recorder: Recorder,
+    /// Fetches HTTP sources (timeouts are set per request, `sources::HTTP_TIMEOUT`).
+    pub http: reqwest::Client,
+    /// When each Corpus's HTTP and scanned sources are next checked.
+    pub refresh: crate::sources::RefreshSchedule,
 }
 
 impl Context {
@@ -45,6 +49,7 @@ impl Context {
         settings: Settings,
         metrics: Metrics,
         instance: Option<String>,
+        http: reqwest::Client,
     ) -> Arc<Self> {
         let recorder = Recorder::new(
             client.clone(),
@@ -58,6 +63,8 @@ impl Context {
             settings,
             metrics,
             recorder,
+            http,
+            refresh: Default::default(),
         })
     }
 

@@ -271,12 +271,15 @@ pub fn stale_jobs(jobs: &[Job], keep: &str) -> Vec<String> {
         .collect()
 }
 
-/// Deletes the finished Jobs with `label=owner` other than `keep`.
+/// Deletes the finished Jobs with `label=owner` other than `keep`. A Corpus's scan Job is left
+/// to the reconcile that reads its result.
 pub async fn delete_stale(jobs: &Api<Job>, label: &str, owner: &str, keep: &str) -> Result<()> {
     let list = jobs
-        .list(
-            &ListParams::default().labels(&format!("{label}={}", crate::build::label_value(owner))),
-        )
+        .list(&ListParams::default().labels(&format!(
+            "{label}={},{}!=scan",
+            crate::build::label_value(owner),
+            crate::build::LABEL_COMPONENT
+        )))
         .await?;
     for name in stale_jobs(&list.items, keep) {
         delete(jobs, &name).await?;

@@ -14,4 +14,5 @@ pub mod hybridmodel;
 pub mod jobs;
 pub mod metrics;
 pub mod servingpolicy;
+pub mod sources;
 pub mod status;

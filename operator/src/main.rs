@@ -103,6 +103,10 @@ async fn main() -> anyhow::Result<()> {
         },
         metrics,
         args.pod_name.clone(),
+        reqwest::Client::builder()
+            .connect_timeout(hybrid_operator::sources::HTTP_TIMEOUT)
+            .build()
+            .context("building the HTTP client for HTTP sources")?,
     );
 
     // Standby replicas are ready too: they serve metrics and take over when the lease frees.

@@ -179,7 +179,8 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
     })
 }
 
-fn source_arg<'s>(
+/// The `--source` argument of source `i`, registering the volumes and Secret it needs.
+pub(super) fn source_arg<'s>(
     i: usize,
     source: &'s DataSource,
     claims: &mut ClaimMounts,
@@ -248,7 +249,7 @@ fn source_arg<'s>(
     }
 }
 
-fn s3_env(s3: &hybrid_crds::common::S3Source) -> Vec<EnvVar> {
+pub(super) fn s3_env(s3: &hybrid_crds::common::S3Source) -> Vec<EnvVar> {
     let secret = |key: &str| EnvVar {
         name: key.to_owned(),
         value_from: Some(EnvVarSource {

@@ -2,7 +2,8 @@
 //!
 //! The runtime writes one JSON object to `/dev/termination-log` (under the kubelet's 4096-byte
 //! cut): `IndexResult` or `TrainResult` on success, `IndexError` or `TrainError` with a stable
-//! `reason` label on failure. Parsing is strict about the kind, required fields and their types,
+//! `reason` label on failure. Scan Jobs (`hybrid-runtime scan`) report `ScanResult` or
+//! `ScanError` the same way. Parsing is strict about the kind, required fields and their types,
 //! and tolerant of extra fields, so a newer runtime can add fields without breaking the operator.
 
 use crate::error::{Error, Result};
@@ -33,6 +34,14 @@ pub struct TrainResult {
     pub duration_seconds: f64,
 }
 
+/// What `hybrid-runtime scan` reports: a digest of the PVC and S3 sources' listing.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanResult {
+    pub digest: String,
+    pub documents: u64,
+}
+
 /// A failure the runtime reported, with its stable reason label.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct JobFailure {
@@ -51,8 +60,10 @@ impl std::fmt::Display for JobFailure {
 pub enum JobReport {
     IndexResult(IndexResult),
     TrainResult(TrainResult),
+    ScanResult(ScanResult),
     IndexError(JobFailure),
     TrainError(JobFailure),
+    ScanError(JobFailure),
 }
 
 /// Parses a termination message. Garbage (a log tail from `FallbackToLogsOnError`, a truncated
@@ -94,12 +105,26 @@ pub fn parse_train_report(message: &str) -> Result<std::result::Result<TrainResu
     }
 }
 
+/// The outcome of a scan Job: the listing digest, or the failure to record.
+pub fn parse_scan_report(message: &str) -> Result<std::result::Result<ScanResult, JobFailure>> {
+    match parse_report(message)? {
+        JobReport::ScanResult(r) => Ok(Ok(r)),
+        JobReport::ScanError(f) => Ok(Err(f)),
+        other => Err(Error::JobResult(format!(
+            "a scan Job reported {}",
+            kind_of(&other)
+        ))),
+    }
+}
+
 fn kind_of(r: &JobReport) -> &'static str {
     match r {
         JobReport::IndexResult(_) => "IndexResult",
         JobReport::TrainResult(_) => "TrainResult",
+        JobReport::ScanResult(_) => "ScanResult",
         JobReport::IndexError(_) => "IndexError",
         JobReport::TrainError(_) => "TrainError",
+        JobReport::ScanError(_) => "ScanError",
     }
 }
 
@@ -147,6 +172,25 @@ mod tests {
         .expect("parsed")
         .expect_err("failure");
         assert_eq!(f.reason, "EmptyCorpus");
+    }
+
+    #[test]
+    fn scan_results_and_errors_are_parsed() {
+        let r = parse_scan_report(
+            r#"{"kind":"ScanResult","digest":"9f2c","documents":14,"bytes":2048,"durationSeconds":0.2}"#,
+        )
+        .expect("parsed")
+        .expect("success");
+        assert_eq!((r.digest.as_str(), r.documents), ("9f2c", 14));
+        let f = parse_scan_report(
+            r#"{"kind":"ScanError","reason":"SourceUnreadable","message":"cannot list /pvc/docs"}"#,
+        )
+        .expect("parsed")
+        .expect_err("failure");
+        assert_eq!(f.to_string(), "SourceUnreadable: cannot list /pvc/docs");
+        let err = parse_scan_report(r#"{"kind":"IndexError","reason":"X","message":"not a scan"}"#)
+            .expect_err("kind mismatch");
+        assert!(err.to_string().contains("a scan Job reported IndexError"));
     }
 
     #[test]

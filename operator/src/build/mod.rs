@@ -6,6 +6,7 @@ pub mod index_job;
 pub mod job_result;
 pub mod loaded;
 pub mod revision;
+pub mod scan_job;
 pub mod serving;
 pub mod storage;
 pub mod train_job;

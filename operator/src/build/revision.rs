@@ -56,22 +56,41 @@ pub fn config_map_documents(
     Ok(selected)
 }
 
+/// What the operator learned of the sources it cannot read from the API server: the HTTP
+/// bodies it fetched and the scan Job's digest of the PVC and S3 sources.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteDigests {
+    /// sha256 of each HTTP source's body, by URL.
+    pub http: BTreeMap<String, String>,
+    /// Digest of the listing of the PVC and S3 sources; None when the Corpus has none.
+    pub scan: Option<String>,
+}
+
 /// Adds sources to a digest: ConfigMap sources by their documents' contents (the operator reads
-/// them), the other kinds by their spec (their contents are only seen by the Job's scan step).
+/// them); HTTP sources by their spec and, when `http` is given, their body digest; PVC and S3
+/// sources by their spec (their contents enter through the scan digest).
 fn digest_sources(
     d: &mut ContentDigest,
     sources: &[DataSource],
     config_maps: &ConfigMaps,
+    http: Option<&BTreeMap<String, String>>,
 ) -> Result<()> {
     for (i, source) in sources.iter().enumerate() {
         d.field("source", i.to_string());
-        match &source.config_map {
-            Some(cm) => {
+        match (&source.config_map, &source.http, http) {
+            (Some(cm), _, _) => {
                 for (key, digest) in config_map_documents(cm, config_maps)? {
                     d.field("document", key).field("sha256", digest);
                 }
             }
-            None => {
+            (None, Some(src), Some(bodies)) => {
+                let body = bodies.get(&src.url).ok_or_else(|| {
+                    Error::SourceUnreadable(format!("{} has not been fetched yet", src.url))
+                })?;
+                d.json_field("spec", source)?;
+                d.field("sha256", body);
+            }
+            _ => {
                 d.json_field("spec", source)?;
             }
         }
@@ -79,22 +98,31 @@ fn digest_sources(
     Ok(())
 }
 
-/// The Corpus content revision: sources, chunking, and embedding model and dimensions.
-pub fn corpus_content_revision(spec: &CorpusSpec, config_maps: &ConfigMaps) -> Result<String> {
+/// The Corpus content revision: sources (with the HTTP and scan digests), chunking, and
+/// embedding model and dimensions. A Corpus with only ConfigMap sources writes no remote field,
+/// so its revision is the one earlier operator versions computed.
+pub fn corpus_content_revision(
+    spec: &CorpusSpec,
+    config_maps: &ConfigMaps,
+    remote: &RemoteDigests,
+) -> Result<String> {
     let mut d = ContentDigest::new("hybrid.dev/corpus-content/v1");
-    digest_sources(&mut d, &spec.sources, config_maps)?;
+    digest_sources(&mut d, &spec.sources, config_maps, Some(&remote.http))?;
     d.json_field("chunking", &spec.chunking)?;
     d.field("embedding.model", &spec.embedding.model).field(
         "embedding.dimensions",
         spec.embedding.dimensions.to_string(),
     );
+    if let Some(scan) = &remote.scan {
+        d.field("scan", scan);
+    }
     Ok(d.finish_revision())
 }
 
 /// Digest of an Adapter's dataset contents alone (reported in status and lineage).
 pub fn dataset_digest(sources: &[DataSource], config_maps: &ConfigMaps) -> Result<String> {
     let mut d = ContentDigest::new("hybrid.dev/dataset/v1");
-    digest_sources(&mut d, sources, config_maps)?;
+    digest_sources(&mut d, sources, config_maps, None)?;
     Ok(d.finish_revision())
 }
 
@@ -125,10 +153,15 @@ mod tests {
             .collect()
     }
 
+    fn none() -> RemoteDigests {
+        RemoteDigests::default()
+    }
+
     #[test]
     fn corpus_revision_follows_document_contents_only() {
         let corpus = corpus(FINANCE_CORPUS);
-        let base = corpus_content_revision(&corpus.spec, &cms(&[FINANCE_CM])).expect("rev");
+        let base =
+            corpus_content_revision(&corpus.spec, &cms(&[FINANCE_CM]), &none()).expect("rev");
 
         // Same contents, keys listed in another order in the YAML: same revision.
         let reordered = FINANCE_CM.replace(
@@ -137,21 +170,21 @@ mod tests {
         );
         assert_ne!(reordered, FINANCE_CM, "fixture edit applied");
         assert_eq!(
-            corpus_content_revision(&corpus.spec, &cms(&[&reordered])).expect("rev"),
+            corpus_content_revision(&corpus.spec, &cms(&[&reordered]), &none()).expect("rev"),
             base
         );
 
         // One edited document: new revision.
         let edited = FINANCE_CM.replace("beta", "beta, revised");
         assert_ne!(
-            corpus_content_revision(&corpus.spec, &cms(&[&edited])).expect("rev"),
+            corpus_content_revision(&corpus.spec, &cms(&[&edited]), &none()).expect("rev"),
             base
         );
 
         // A label on the ConfigMap is not content.
         let labelled = FINANCE_CM.replace("namespace: demo}", "namespace: demo, labels: {x: y}}");
         assert_eq!(
-            corpus_content_revision(&corpus.spec, &cms(&[&labelled])).expect("rev"),
+            corpus_content_revision(&corpus.spec, &cms(&[&labelled]), &none()).expect("rev"),
             base
         );
     }
@@ -160,7 +193,7 @@ mod tests {
     fn corpus_revision_follows_chunking_embedding_and_source_specs() {
         let cms = cms(&[FINANCE_CM]);
         let base_corpus = corpus(FINANCE_CORPUS);
-        let base = corpus_content_revision(&base_corpus.spec, &cms).expect("rev");
+        let base = corpus_content_revision(&base_corpus.spec, &cms, &none()).expect("rev");
         for (from, to) in [
             ("size: 256", "size: 512"),
             ("strategy: markdown", "strategy: sentence"),
@@ -170,7 +203,7 @@ mod tests {
         ] {
             let changed = corpus(&FINANCE_CORPUS.replace(from, to));
             assert_ne!(
-                corpus_content_revision(&changed.spec, &cms).expect("rev"),
+                corpus_content_revision(&changed.spec, &cms, &none()).expect("rev"),
                 base,
                 "{from} -> {to} must change the revision"
             );
@@ -178,15 +211,75 @@ mod tests {
         // Resources and retention do not change what is indexed.
         let same = corpus(&FINANCE_CORPUS.replace("retainRevisions: 2", "retainRevisions: 5"));
         assert_eq!(
-            corpus_content_revision(&same.spec, &cms).expect("rev"),
+            corpus_content_revision(&same.spec, &cms, &none()).expect("rev"),
             base
+        );
+    }
+
+    #[test]
+    fn corpus_revision_includes_the_http_body_and_the_scan_digest() {
+        let cms = cms(&[FINANCE_CM]);
+        // The fixture's PVC source is scanned; add an HTTP source.
+        let spec = corpus(&FINANCE_CORPUS.replace(
+            "    - persistentVolumeClaim: {claimName: filings, path: /docs}",
+            "    - persistentVolumeClaim: {claimName: filings, path: /docs}\n    - http: {url: https://example.com/rates.md}",
+        ))
+        .spec;
+        let remote = |body: &str, scan: &str| RemoteDigests {
+            http: BTreeMap::from([("https://example.com/rates.md".to_owned(), body.to_owned())]),
+            scan: Some(scan.to_owned()),
+        };
+        let base = corpus_content_revision(&spec, &cms, &remote("b1", "s1")).expect("rev");
+        assert_eq!(
+            corpus_content_revision(&spec, &cms, &remote("b1", "s1")).expect("rev"),
+            base,
+            "same bodies and listing, same revision"
+        );
+        assert_ne!(
+            corpus_content_revision(&spec, &cms, &remote("b2", "s1")).expect("rev"),
+            base,
+            "an edit at the URL is a new revision"
+        );
+        assert_ne!(
+            corpus_content_revision(&spec, &cms, &remote("b1", "s2")).expect("rev"),
+            base,
+            "a changed listing is a new revision"
+        );
+        let err = corpus_content_revision(&spec, &cms, &RemoteDigests::default())
+            .expect_err("not fetched");
+        assert!(
+            err.to_string().contains("https://example.com/rates.md"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_configmap_only_corpus_keeps_the_revision_earlier_versions_computed() {
+        let spec = corpus(&FINANCE_CORPUS.replace(
+            "    - persistentVolumeClaim: {claimName: filings, path: /docs}\n",
+            "",
+        ))
+        .spec;
+        assert_eq!(spec.sources.len(), 1);
+        let mut d = ContentDigest::new("hybrid.dev/corpus-content/v1");
+        d.field("source", "0");
+        for (key, value) in [("a.md", "# A\nalpha"), ("b.md", "# B\nbeta")] {
+            d.field("document", key).field("sha256", sha256_hex(value));
+        }
+        d.json_field("chunking", &spec.chunking).expect("json");
+        d.field("embedding.model", &spec.embedding.model)
+            .field("embedding.dimensions", "384");
+        assert_eq!(
+            corpus_content_revision(&spec, &cms(&[FINANCE_CM]), &none()).expect("rev"),
+            d.finish_revision()
         );
     }
 
     #[test]
     fn missing_configmap_and_key_are_reported() {
         let corpus = corpus(FINANCE_CORPUS);
-        let err = corpus_content_revision(&corpus.spec, &ConfigMaps::new()).expect_err("missing");
+        let err = corpus_content_revision(&corpus.spec, &ConfigMaps::new(), &none())
+            .expect_err("missing");
         assert_eq!(err.label(), "ReferenceNotFound");
         assert!(err.to_string().contains("finance-corpus"));
 

@@ -1,0 +1,229 @@
+//! The scan Job of a Corpus: `hybrid-runtime scan` lists its PVC and S3 sources (path or key,
+//! size, mtime or ETag; no contents) and reports a digest of the listing, which the operator
+//! folds into the content revision. One per Corpus at a time, under a fixed name, deleted once
+//! its result is read.
+
+use super::index_job::{s3_env, source_arg};
+use super::storage::ClaimMounts;
+use super::{
+    LABEL_COMPONENT, LABEL_CORPUS, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, RESULT_PATH,
+    compute_resources, controller_ref, name_of, namespace_of, restricted_container_security,
+    restricted_pod_security,
+};
+use crate::digest::ContentDigest;
+use crate::error::Result;
+use hybrid_crds::Corpus;
+use hybrid_crds::CorpusSpec;
+use hybrid_crds::common::DataSource;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+
+/// A listing is a `stat` per file or a LIST request per thousand keys: a tenth of a core does
+/// it, and 256 MiB holds the listing of about a million objects.
+const SCAN_CPU: &str = "100m";
+const SCAN_MEMORY: &str = "256Mi";
+/// A scan that hangs (an unreachable endpoint, a stuck volume) fails after this, so the next
+/// refresh can start another.
+const SCAN_DEADLINE_SECONDS: i64 = 600;
+
+/// The sources the scan lists, with their position in `spec.sources`.
+pub fn scanned_sources(spec: &CorpusSpec) -> Vec<(usize, &DataSource)> {
+    spec.sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.persistent_volume_claim.is_some() || s.s3.is_some())
+        .collect()
+}
+
+/// Digest of the scanned sources' specs: a stored scan counts only for the sources it listed.
+/// None when the Corpus has no PVC or S3 source (nothing to scan).
+pub fn scan_sources_key(spec: &CorpusSpec) -> Result<Option<String>> {
+    let scanned = scanned_sources(spec);
+    if scanned.is_empty() {
+        return Ok(None);
+    }
+    let mut d = ContentDigest::new("hybrid.dev/source-scan-sources/v1");
+    for (i, source) in scanned {
+        d.field("source", i.to_string());
+        d.json_field("spec", source)?;
+    }
+    Ok(Some(d.finish_revision()))
+}
+
+/// `<corpus>-scan`, cut so it stays a valid label value (`job-name`).
+pub fn scan_job_name(corpus: &str) -> String {
+    let mut base: String = corpus.chars().take(63 - "-scan".len()).collect();
+    while base.ends_with(['-', '.']) {
+        base.pop();
+    }
+    format!("{base}-scan")
+}
+
+pub fn scan_job(corpus: &Corpus, sources_key: &str, runtime_image: &str) -> Result<Job> {
+    let name = name_of(corpus)?;
+    let namespace = namespace_of(corpus)?;
+    let mut claims = ClaimMounts::default();
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut s3 = None;
+    let mut args = vec!["scan".to_owned()];
+    for (i, source) in scanned_sources(&corpus.spec) {
+        args.push("--source".to_owned());
+        args.push(source_arg(
+            i,
+            source,
+            &mut claims,
+            &mut volumes,
+            &mut mounts,
+            &mut s3,
+        )?);
+    }
+    args.extend(["--result-path".to_owned(), RESULT_PATH.to_owned()]);
+    let env = s3.map(s3_env);
+
+    volumes.push(Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
+    mounts.push(VolumeMount {
+        name: "tmp".to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..Default::default()
+    });
+    let (claim_volumes, claim_mounts) = claims.volumes_and_mounts();
+    volumes.extend(claim_volumes);
+    mounts.extend(claim_mounts);
+
+    let labels = BTreeMap::from([
+        (LABEL_CORPUS.to_owned(), super::label_value(&name)),
+        (LABEL_REVISION.to_owned(), sources_key.to_owned()),
+        (LABEL_COMPONENT.to_owned(), "scan".to_owned()),
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+    ]);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(scan_job_name(&name)),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![controller_ref(corpus)?]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(SCAN_DEADLINE_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: super::job_pod_annotations(corpus)?,
+                    ..Default::default()
+                }),
+                // No GPUs and no placement: a listing runs anywhere the volumes attach.
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    security_context: Some(restricted_pod_security()),
+                    volumes: Some(volumes),
+                    containers: vec![Container {
+                        name: "scan".to_owned(),
+                        image: Some(runtime_image.to_owned()),
+                        command: Some(vec!["hybrid-runtime".to_owned()]),
+                        args: Some(args),
+                        env,
+                        resources: compute_resources(Some(SCAN_CPU), Some(SCAN_MEMORY), "", 0),
+                        volume_mounts: Some(mounts),
+                        termination_message_path: Some(RESULT_PATH.to_owned()),
+                        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+                        security_context: Some(restricted_container_security()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixtures::*;
+
+    #[test]
+    fn scan_job_lists_only_the_pvc_and_s3_sources_read_only() {
+        let c = corpus(&FINANCE_CORPUS.replace(
+            "    - persistentVolumeClaim: {claimName: filings, path: /docs}",
+            "    - persistentVolumeClaim: {claimName: filings, path: /docs}\n    - http: {url: https://example.com/a.md}\n    - s3: {bucket: docs-bucket, prefix: handbook/, credentialsSecretRef: {name: s3-creds}}",
+        ));
+        let key = scan_sources_key(&c.spec).expect("key").expect("scanned");
+        let job = scan_job(&c, &key, "ghcr.io/hybrid/runtime:1").expect("job");
+        assert_eq!(job.metadata.name.as_deref(), Some("finance-notes-scan"));
+        let labels = job.metadata.labels.clone().expect("labels");
+        assert_eq!(labels["app.kubernetes.io/component"], "scan");
+        assert_eq!(labels["hybrid.dev/revision"], key);
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(SCAN_DEADLINE_SECONDS));
+        let pod = spec.template.spec.expect("pod");
+        assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+        let c0 = &pod.containers[0];
+        assert_eq!(
+            c0.args.clone().expect("args"),
+            [
+                "scan",
+                "--source",
+                "/pvc/filings/docs",
+                "--source",
+                "s3://docs-bucket/handbook/",
+                "--result-path",
+                "/dev/termination-log"
+            ]
+        );
+        let limits = c0.resources.clone().expect("res").limits.expect("limits");
+        assert_eq!(limits.len(), 2, "cpu and memory, no GPU: {limits:?}");
+        assert!(
+            c0.env
+                .as_ref()
+                .expect("env")
+                .iter()
+                .any(|e| e.name == "AWS_ACCESS_KEY_ID")
+        );
+        let writable: Vec<_> = c0
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .filter(|m| m.read_only != Some(true))
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(writable, ["/tmp"], "sources are mounted read-only");
+    }
+
+    #[test]
+    fn the_key_follows_the_scanned_specs_only() {
+        let base = corpus(FINANCE_CORPUS);
+        let key = scan_sources_key(&base.spec).expect("key");
+        assert!(key.is_some());
+        let moved = corpus(&FINANCE_CORPUS.replace("path: /docs", "path: /docs2"));
+        assert_ne!(scan_sources_key(&moved.spec).expect("key"), key);
+        let rechunked = corpus(&FINANCE_CORPUS.replace("size: 256", "size: 512"));
+        assert_eq!(scan_sources_key(&rechunked.spec).expect("key"), key);
+        let cm_only = corpus(&FINANCE_CORPUS.replace(
+            "    - persistentVolumeClaim: {claimName: filings, path: /docs}\n",
+            "",
+        ));
+        assert_eq!(scan_sources_key(&cm_only.spec).expect("key"), None);
+    }
+
+    #[test]
+    fn long_names_stay_valid_label_values() {
+        let name = scan_job_name(&"c".repeat(80));
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("-scan"));
+    }
+}
