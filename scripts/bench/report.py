@@ -33,7 +33,8 @@ def generation(out):
     gen, cpp = load(out, "generate.json"), load(out, "llamacpp_baseline.json")
     if not (gen or cpp):
         return
-    print(f"Generation, SmolLM2-135M Q4_1, {gen and gen['prompt_tokens']} prompt tokens, "
+    print(f"Generation, SmolLM2-135M Q4_1 GGUF (ours as {gen and gen.get('precision', 'quantized')}, "
+          f"llama.cpp on the file's Q4_1), {gen and gen['prompt_tokens']} prompt tokens, "
           f"{gen and gen['new_tokens']} new tokens, greedy, {gen and gen['threads']} threads — "
           f"ours vs llama.cpp (llama-cpp-python {cpp and cpp['llama_cpp_python']}, "
           f"{cpp and cpp['threads']} threads)")
@@ -83,23 +84,28 @@ def main():
     if prec:
         print("Weight precision (SmolLM2-135M; each in its own process)")
         for p in prec:
-            if p.get("supported") is False:
-                print(f"  {p['mode']:>5}: not measured — {p['why']}")
-                continue
-            print(f"  {p['mode']:>5}: load {p['load_s']:.2f} s, model RSS {p['rss_model_mib']:.0f} MiB,"
-                  f" prefill {p['prefill_tok_s_long_prompt']:.1f} tok/s, decode "
-                  f"{p['decode_tok_s_mean']:.1f} tok/s, max |Δlogit| vs f32 "
+            print(f"  {p['mode']:>9}: load {p['load_s']:.2f} s, model RSS {p['rss_model_mib']:.0f} MiB,"
+                  f" peak {p['rss_peak_mib']:.0f} MiB, prefill {p['prefill_tok_s_long_prompt']:.1f} tok/s"
+                  f" ({p['prefill_tok_per_cpu_s_long_prompt']:.1f}/CPU-s), decode "
+                  f"{p['decode_tok_s_mean']:.1f} tok/s ({p['decode_tok_per_cpu_s_mean']:.1f}/CPU-s),"
+                  f" max |Δlogit| vs f32 "
                   f"{p['max_first_logit_diff_vs_f32']:.3f}, top-1 {p['top1_agree']}/{p['prompts']},"
                   f" same greedy answer {p['same_greedy_answer']}/{p['prompts']}")
     e2e = load(out, "e2e.json")
     if e2e:
-        print(f"End to end, finance index ({e2e['chunks']} chunks), median of "
-              f"{e2e['questions']} questions")
+        print(f"End to end, finance index ({e2e['chunks']} chunks), "
+              f"{e2e.get('precision', 'quantized')} weights, median of {e2e['questions']} questions")
         for r in e2e["rows"]:
             print(f"  top-k {r['top_k']:>2}: {r['prompt_tokens']:.0f} prompt tokens, embed "
                   f"{r['embed_ms']:.1f} + retrieve {r['retrieve_ms']:.2f} + prompt "
                   f"{r['prompt_ms']:.1f} + prefill {r['prefill_ms']:.0f} = first token "
                   f"{r['ttft_ms']:.0f} ms; decode {r['decode_tokens']} tokens {r['decode_ms']:.0f} ms")
+        rows = {r["top_k"]: r for r in e2e["rows"]}
+        if 4 in rows and 12 in rows:
+            k4, k12 = rows[4], rows[12]
+            print(f"  top-k 12 vs 4: {k12['prompt_tokens'] / k4['prompt_tokens']:.1f}x the prompt "
+                  f"tokens, {k12['prefill_ms'] / k4['prefill_ms']:.1f}x the prefill, "
+                  f"{k12['ttft_ms'] / k4['ttft_ms']:.1f}x the time to first token")
 
 
 if __name__ == "__main__":

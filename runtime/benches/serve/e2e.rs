@@ -1,6 +1,6 @@
 //! End-to-end latency of one retrieval-augmented answer, phase by phase, on the finance example
 //! index (built in-process with the corpus's own chunking): embed the question, search, build
-//! the prompt, prefill (time to first token), decode. At top-k 4 and 12, to measure how much
+//! the prompt, prefill (time to first token), decode, with the serve default weight precision. At top-k 4 and 12, to measure how much
 //! fewer passages cut the time to first token.
 //!
 //! The prompt follows examples/finance/hybridmodel.yaml (system prompt, then `Context:` with the
@@ -16,7 +16,8 @@ use hybrid_runtime::embed::Embedder;
 use hybrid_runtime::index::progress::Progress;
 use hybrid_runtime::index::revision::LoadedRevision;
 use hybrid_runtime::index::{DEFAULT_BATCH_SIZE, IndexSettings, build_revision};
-use hybrid_runtime::model::{BaseWeights, Llama};
+use hybrid_runtime::model::Llama;
+use hybrid_runtime::serve::config::DEFAULT_GGUF_PRECISION;
 use hybrid_runtime::source::Source;
 use hybrid_runtime::store::EdgeStoreOptions;
 use serde_json::json;
@@ -61,7 +62,7 @@ pub fn run(out: &Path) {
     let start = Instant::now();
     let index = build_revision(&settings, &mut Progress::new(None)).expect("index finance corpus");
     println!(
-        "\n== e2e: finance example index ({} docs, {} chunks, built in {:.1} s), SmolLM2 Q4_1, {NEW_TOKENS} new tokens",
+        "\n== e2e: finance example index ({} docs, {} chunks, built in {:.1} s), SmolLM2 as {DEFAULT_GGUF_PRECISION} (serve default), {NEW_TOKENS} new tokens",
         index.documents,
         index.chunks,
         start.elapsed().as_secs_f64()
@@ -78,8 +79,12 @@ pub fn run(out: &Path) {
     let embedder = Embedder::load(&index_support::embedder_dir()).expect("embedder");
     let gguf = train_support::smollm2_gguf();
     let tok = hybrid_runtime::tokenizer::from_gguf(&gguf).expect("tokenizer");
-    let model =
-        Llama::from_gguf(&gguf, BaseWeights::Quantized, &candle_core::Device::Cpu).expect("model");
+    let model = Llama::from_gguf(
+        &gguf,
+        DEFAULT_GGUF_PRECISION.base_weights(),
+        &candle_core::Device::Cpu,
+    )
+    .expect("model");
     common::generate(&model, &[1, 2, 3], 2);
     embedder.embed(&["warm-up"]).expect("warm-up");
 
@@ -150,6 +155,7 @@ pub fn run(out: &Path) {
     }
     common::write_json(
         &out.join("e2e.json"),
-        &json!({ "chunks": index.chunks, "questions": QUESTIONS.len(), "rows": rows }),
+        &json!({ "chunks": index.chunks, "questions": QUESTIONS.len(),
+                 "precision": DEFAULT_GGUF_PRECISION.as_str(), "rows": rows }),
     );
 }

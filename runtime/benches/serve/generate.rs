@@ -1,13 +1,14 @@
-//! Prefill and decode throughput of the quantized (Q4_1) SmolLM2 that `serve` runs, and where a
-//! decode step's time goes. `scripts/bench/llamacpp_baseline.py` replays the same prompt ids and token
-//! count through llama.cpp.
+//! Prefill and decode throughput of SmolLM2 at the weight precision `serve` uses by default
+//! (`DEFAULT_GGUF_PRECISION`: f16, dequantized from the file's Q4_1 blocks), and where a decode
+//! step's time goes. `scripts/bench/llamacpp_baseline.py` replays the same prompt ids and token
+//! count through llama.cpp on the file's own Q4_1 weights.
 
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Module, Tensor};
-use hybrid_runtime::model::llama::BaseLinear;
-use hybrid_runtime::model::{BaseWeights, Llama};
+use candle_core::Tensor;
+use hybrid_runtime::model::Llama;
+use hybrid_runtime::serve::config::DEFAULT_GGUF_PRECISION;
 use serde_json::json;
 
 use crate::common::{self, median};
@@ -25,10 +26,11 @@ pub fn run(out: &Path) {
     let tok = hybrid_runtime::tokenizer::from_gguf(&gguf).expect("tokenizer");
     let prompt = common::encode(&tok, &common::sample_prompt());
     let start = Instant::now();
-    let model = Llama::from_gguf(&gguf, BaseWeights::Quantized, &device).expect("model");
+    let precision = DEFAULT_GGUF_PRECISION;
+    let model = Llama::from_gguf(&gguf, precision.base_weights(), &device).expect("model");
     let load_s = start.elapsed().as_secs_f64();
     println!(
-        "\n== generate: SmolLM2-135M Q4_1, {} prompt tokens, {NEW_TOKENS} new tokens, greedy, {RUNS} runs",
+        "\n== generate: SmolLM2-135M Q4_1 file, served as {precision} (the serve default), {} prompt tokens, {NEW_TOKENS} new tokens, greedy, {RUNS} runs",
         prompt.len()
     );
     // One short warm-up so first-touch page faults and thread-pool start are not timed.
@@ -65,6 +67,7 @@ pub fn run(out: &Path) {
     common::write_json(
         &out.join("generate.json"),
         &json!({
+            "precision": precision.as_str(),
             "load_s": load_s,
             "prompt_tokens": prompt.len(),
             "new_tokens": NEW_TOKENS,
@@ -82,7 +85,7 @@ pub fn run(out: &Path) {
 }
 
 /// Splits one decode step (one token after the prompt) into the layers' linear layers
-/// (quantized matrix-vector products), the LM head, greedy sampling, and the rest (attention
+/// (matrix-vector products), the LM head, greedy sampling, and the rest (attention
 /// over the KV cache, norms, RoPE, cache concatenation, op dispatch), by timing each part on
 /// its own with inputs of the real shapes.
 fn profile_decode(model: &Llama, prompt: &[u32]) -> serde_json::Value {
@@ -104,15 +107,6 @@ fn profile_decode(model: &Llama, prompt: &[u32]) -> serde_json::Value {
     }
     let hidden = Tensor::randn(0f32, 1.0, (1, 1, c.hidden_size), &device).expect("x");
     let inter = Tensor::randn(0f32, 1.0, (1, 1, c.intermediate_size), &device).expect("x");
-    let apply = |base: &BaseLinear, x: &Tensor| -> Tensor {
-        match base {
-            BaseLinear::Quantized(q) => q.forward(x).expect("qmatmul"),
-            BaseLinear::Dense(w) => x
-                .reshape((1, x.dim(2).expect("dim")))
-                .and_then(|x| x.matmul(&w.t().expect("t")))
-                .expect("matmul"),
-        }
-    };
     let time_ms = |f: &dyn Fn()| -> f64 {
         f();
         let start = Instant::now();
@@ -132,7 +126,7 @@ fn profile_decode(model: &Llama, prompt: &[u32]) -> serde_json::Value {
                 (&block.up_proj, &hidden),
                 (&block.down_proj, &inter),
             ] {
-                apply(&lin.base, x);
+                lin.base.forward(x).expect("linear");
             }
         }
     });

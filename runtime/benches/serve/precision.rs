@@ -1,7 +1,6 @@
-//! Weight precision trade-offs: the same GGUF loaded with f32 weights and with the Q4_1 blocks
-//! kept quantized (candle `QMatMul`). Each precision runs in a child process of this bench, so
-//! load time and resident memory are its own. f16 weights are not measured: the model code has
-//! no f16 mode (`BaseWeights` is f32, quantized, or quantized where frozen).
+//! Weight precision trade-offs: the same GGUF loaded in every `model.precision` of `serve`: f32,
+//! f16, Q8_0 (re-quantized at load) and the file's Q4_1 blocks (candle `QMatMul`). Each
+//! precision runs in a child process of this bench, so load time and resident memory are its own.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,14 +8,21 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use hybrid_runtime::chat::{ChatTemplate, Message, Role};
-use hybrid_runtime::model::{BaseWeights, Llama};
+use hybrid_runtime::model::Llama;
+use hybrid_runtime::serve::config::{DEFAULT_GGUF_PRECISION, Precision};
 use serde_json::json;
 
 use crate::common;
 use crate::train_support;
 
 pub const CHILD_ARG: &str = "precision-child";
-const MODES: [&str; 2] = ["f32", "q4_1"];
+/// f32 first: it is the reference the others are compared with.
+const MODES: [Precision; 4] = [
+    Precision::F32,
+    Precision::F16,
+    Precision::Q8_0,
+    Precision::Quantized,
+];
 const NEW_TOKENS: usize = 24;
 
 fn prompts() -> Vec<String> {
@@ -36,11 +42,8 @@ fn prompts() -> Vec<String> {
 /// Runs in the child: load with one precision, generate greedily from every prompt, write the
 /// numbers and first-token logits to BENCH_OUT.
 pub fn child(mode: &str) {
-    let weights = match mode {
-        "f32" => BaseWeights::Float32,
-        "q4_1" => BaseWeights::Quantized,
-        other => panic!("unknown precision `{other}`; expected one of {MODES:?}"),
-    };
+    let precision: Precision = mode.parse().unwrap_or_else(|e| panic!("{e}"));
+    let weights = precision.base_weights();
     let out = common::out_dir();
     let gguf = train_support::smollm2_gguf();
     let tok = hybrid_runtime::tokenizer::from_gguf(&gguf).expect("tokenizer");
@@ -59,6 +62,8 @@ pub fn child(mode: &str) {
             "prompt_tokens": ids.len(),
             "prefill_tok_s": ids.len() as f64 / g.prefill_s,
             "decode_tok_s": (NEW_TOKENS - 1) as f64 / g.decode_s,
+            "prefill_tok_per_cpu_s": ids.len() as f64 / g.prefill_cpu_s,
+            "decode_tok_per_cpu_s": (NEW_TOKENS - 1) as f64 / g.decode_cpu_s,
             "tokens": g.tokens,
             "text": tok.decode(&g.tokens, true).unwrap_or_default(),
         }));
@@ -81,10 +86,13 @@ pub fn child(mode: &str) {
 }
 
 pub fn run(out: &Path) {
-    println!("\n== precision: f32 vs Q4_1 (QMatMul); f16: not supported by the model code");
+    println!(
+        "\n== precision: f32, f16, q8_0 (re-quantized at load), quantized (the file's Q4_1 blocks); serve default {DEFAULT_GGUF_PRECISION}"
+    );
     let exe = std::env::current_exe().expect("bench executable");
     let mut results = Vec::new();
     for mode in MODES {
+        let mode = mode.as_str();
         let status = Command::new(&exe)
             .args([CHILD_ARG, mode])
             .env("BENCH_OUT", out)
@@ -133,7 +141,7 @@ pub fn run(out: &Path) {
             runs.iter().filter_map(|r| r[k].as_f64()).sum::<f64>() / runs.len().max(1) as f64
         };
         println!(
-            "{mode:>5}: load {:.2} s, model RSS {:.0} MiB (peak process {:.0} MiB), prefill {:.1} tok/s ({} tok prompt), decode {:.1} tok/s, max |Δ first-token logit| vs f32 {max_diff:.3}, top-1 agree {top1_agree}/{n}, same {NEW_TOKENS}-token greedy answer {same_answer}/{n}",
+            "{mode:>9}: load {:.2} s, model RSS {:.0} MiB (peak process {:.0} MiB), prefill {:.1} tok/s ({:.1} per CPU-s, {} tok prompt), decode {:.1} tok/s ({:.1} per CPU-s), max |Δ first-token logit| vs f32 {max_diff:.3}, top-1 agree {top1_agree}/{n}, same {NEW_TOKENS}-token greedy answer {same_answer}/{n}",
             value["load_s"].as_f64().unwrap_or(f64::NAN),
             value["rss_model_mib"].as_f64().unwrap_or(f64::NAN),
             value["rss_peak_mib"].as_f64().unwrap_or(f64::NAN),
@@ -141,9 +149,13 @@ pub fn run(out: &Path) {
                 .and_then(|r| r["prefill_tok_s"].as_f64())
                 .unwrap_or(f64::NAN),
             runs.first()
+                .and_then(|r| r["prefill_tok_per_cpu_s"].as_f64())
+                .unwrap_or(f64::NAN),
+            runs.first()
                 .map(|r| r["prompt_tokens"].clone())
                 .unwrap_or_default(),
             mean("decode_tok_s"),
+            mean("decode_tok_per_cpu_s"),
             n = runs.len(),
         );
         for (i, run) in runs.iter().enumerate() {
@@ -159,14 +171,14 @@ pub fn run(out: &Path) {
             "rss_peak_mib": value["rss_peak_mib"],
             "prefill_tok_s_long_prompt": runs.first().map(|r| r["prefill_tok_s"].clone()),
             "decode_tok_s_mean": mean("decode_tok_s"),
+            "prefill_tok_per_cpu_s_long_prompt": runs.first().map(|r| r["prefill_tok_per_cpu_s"].clone()),
+            "decode_tok_per_cpu_s_mean": mean("decode_tok_per_cpu_s"),
             "max_first_logit_diff_vs_f32": max_diff,
             "top1_agree": top1_agree,
             "same_greedy_answer": same_answer,
             "prompts": runs.len(),
         }));
     }
-    table.push(json!({ "mode": "f16", "supported": false,
-        "why": "BaseWeights has no f16 mode (Float32, Quantized, QuantizedWhereFrozen)" }));
     common::write_json(
         &out.join("precision.json"),
         &serde_json::Value::Array(table),

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, Error, Module, Result, Tensor};
 
 use crate::lora::{AdapterSet, LoraBranch, LoraSettings, TargetModule};
@@ -67,27 +67,69 @@ impl LlamaConfig {
     }
 }
 
-/// Whether the frozen base weights are dequantized to f32 or kept quantized.
+/// How the frozen base weights are held. docs/runtime-precision.md compares the modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BaseWeights {
     /// Every weight in f32: needed wherever a gradient flows through the layer.
     Float32,
-    /// Linear layers as candle quantized matmuls (inference; no gradient through them).
+    /// Linear layers and the token embedding dequantized to f16 (half of f32's memory);
+    /// activations are cast to f16 around each matmul, which candle's CPU gemm runs natively.
+    /// Inference only.
+    Float16,
+    /// Linear layers as candle quantized matmuls on the file's own blocks (inference; no
+    /// gradient through them).
     Quantized,
+    /// Linear layers re-quantized at load to Q8_0, the 32-element block format that candle's CPU
+    /// dot product has AVX2/NEON kernels for (Q4_1, the packaged GGUF's format, has only a scalar
+    /// loop). 8.5 bits per weight, so the rounding it adds to 4-bit source blocks is small.
+    /// Inference only.
+    Q8_0,
     /// Quantized only where no trainable parameter lies below the layer's input, so no gradient
     /// has to pass through it (the attention projections of layer 0); f32 everywhere else.
     QuantizedWhereFrozen,
 }
 
+/// How one linear layer's weight is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinearHeld {
+    Dense(DType),
+    /// The file's blocks as they are.
+    FileBlocks,
+    Requantized(GgmlDType),
+}
+
+impl BaseWeights {
+    /// `frozen_input`: nothing trainable lies below this layer's input.
+    fn linear(self, frozen_input: bool) -> LinearHeld {
+        match self {
+            BaseWeights::Float32 => LinearHeld::Dense(DType::F32),
+            BaseWeights::Float16 => LinearHeld::Dense(DType::F16),
+            BaseWeights::Quantized => LinearHeld::FileBlocks,
+            BaseWeights::Q8_0 => LinearHeld::Requantized(GgmlDType::Q8_0),
+            BaseWeights::QuantizedWhereFrozen if frozen_input => LinearHeld::FileBlocks,
+            BaseWeights::QuantizedWhereFrozen => LinearHeld::Dense(DType::F32),
+        }
+    }
+
+    /// The dtype of the token embedding table (and of a tied LM head held dense).
+    fn embedding_dtype(self) -> DType {
+        match self {
+            BaseWeights::Float16 => DType::F16,
+            _ => DType::F32,
+        }
+    }
+}
+
 /// A frozen linear layer, `y = x Wᵀ`, `W` of shape `(out, in)`.
 #[derive(Debug, Clone)]
 pub enum BaseLinear {
+    /// f32, or f16 with the input cast to f16 and the output back to the input's dtype.
     Dense(Tensor),
     Quantized(QMatMul),
 }
 
 impl BaseLinear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             BaseLinear::Dense(w) => {
                 let dims = x.dims().to_vec();
@@ -95,7 +137,14 @@ impl BaseLinear {
                     Some((inner, lead)) => (lead.iter().product::<usize>(), *inner),
                     None => return Err(Error::msg("linear input must have at least one dim")),
                 };
-                let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+                let x2 = x.reshape((rows, inner))?;
+                let y = match w.dtype() == x.dtype() {
+                    true => x2.matmul(&w.t()?)?,
+                    false => x2
+                        .to_dtype(w.dtype())?
+                        .matmul(&w.t()?)?
+                        .to_dtype(x.dtype())?,
+                };
                 let mut out_dims = dims;
                 if let Some(last) = out_dims.last_mut() {
                     *last = w.dim(0)?;
@@ -203,41 +252,55 @@ impl Llama {
                 .map_err(|e| Error::msg(format!("{}: tensor {name}: {e}", path.display())))
         };
         let dense = |q: &QTensor| q.dequantize(device);
-        let linear = |q: Arc<QTensor>, quantized: bool| -> Result<AdaptedLinear> {
-            let base = if quantized {
-                BaseLinear::Quantized(QMatMul::from_arc(q)?)
-            } else {
-                BaseLinear::Dense(q.dequantize(device)?)
-            };
-            Ok(AdaptedLinear { base, lora: None })
+        let base = |q: Arc<QTensor>, held: LinearHeld| -> Result<BaseLinear> {
+            Ok(match held {
+                LinearHeld::Dense(dtype) => {
+                    BaseLinear::Dense(q.dequantize(device)?.to_dtype(dtype)?)
+                }
+                LinearHeld::FileBlocks => BaseLinear::Quantized(QMatMul::from_arc(q)?),
+                LinearHeld::Requantized(dtype) if q.dtype() == dtype => {
+                    BaseLinear::Quantized(QMatMul::from_arc(q)?)
+                }
+                LinearHeld::Requantized(dtype) => {
+                    let requantized = QTensor::quantize(&q.dequantize(device)?, dtype)?;
+                    BaseLinear::Quantized(QMatMul::from_qtensor(requantized)?)
+                }
+            })
         };
-        let all_quantized = weights == BaseWeights::Quantized;
+        let linear = |q: Arc<QTensor>, frozen_input: bool| -> Result<AdaptedLinear> {
+            Ok(AdaptedLinear {
+                base: base(q, weights.linear(frozen_input))?,
+                lora: None,
+            })
+        };
         let embed_q = load("token_embd.weight")?;
-        let embed_tokens = dense(&embed_q)?;
+        let embed_tokens = dense(&embed_q)?.to_dtype(weights.embedding_dtype())?;
         let norm = dense(&*load("output_norm.weight")?)?;
+        // Every trainable layer lies below the LM head, so a gradient passes through it.
         let (lm_head, tie_word_embeddings) =
             match content.tensor_infos.contains_key("output.weight") {
-                true => (linear(load("output.weight")?, all_quantized)?.base, false),
-                false if all_quantized => (linear(embed_q, true)?.base, true),
-                false => (BaseLinear::Dense(embed_tokens.clone()), true),
+                true => (base(load("output.weight")?, weights.linear(false))?, false),
+                false => match weights.linear(false) {
+                    LinearHeld::Dense(_) => (BaseLinear::Dense(embed_tokens.clone()), true),
+                    held => (base(embed_q, held)?, true),
+                },
             };
         let mut layers = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
             let p = format!("blk.{i}");
             // Nothing trainable sits below layer 0's attention projections, so no gradient needs
             // to pass through them.
-            let frozen_input =
-                all_quantized || (weights == BaseWeights::QuantizedWhereFrozen && i == 0);
+            let attn_input_frozen = i == 0;
             layers.push(Block {
                 attn_norm: dense(&*load(&format!("{p}.attn_norm.weight"))?)?,
-                q_proj: linear(load(&format!("{p}.attn_q.weight"))?, frozen_input)?,
-                k_proj: linear(load(&format!("{p}.attn_k.weight"))?, frozen_input)?,
-                v_proj: linear(load(&format!("{p}.attn_v.weight"))?, frozen_input)?,
-                o_proj: linear(load(&format!("{p}.attn_output.weight"))?, all_quantized)?,
+                q_proj: linear(load(&format!("{p}.attn_q.weight"))?, attn_input_frozen)?,
+                k_proj: linear(load(&format!("{p}.attn_k.weight"))?, attn_input_frozen)?,
+                v_proj: linear(load(&format!("{p}.attn_v.weight"))?, attn_input_frozen)?,
+                o_proj: linear(load(&format!("{p}.attn_output.weight"))?, false)?,
                 mlp_norm: dense(&*load(&format!("{p}.ffn_norm.weight"))?)?,
-                gate_proj: linear(load(&format!("{p}.ffn_gate.weight"))?, all_quantized)?,
-                up_proj: linear(load(&format!("{p}.ffn_up.weight"))?, all_quantized)?,
-                down_proj: linear(load(&format!("{p}.ffn_down.weight"))?, all_quantized)?,
+                gate_proj: linear(load(&format!("{p}.ffn_gate.weight"))?, false)?,
+                up_proj: linear(load(&format!("{p}.ffn_up.weight"))?, false)?,
+                down_proj: linear(load(&format!("{p}.ffn_down.weight"))?, false)?,
             });
         }
         Ok(Self {
@@ -352,6 +415,40 @@ impl Llama {
         out
     }
 
+    /// Adds an adapter's low-rank updates into the base weights, `W ← W + scale · B A`, so the
+    /// merged model computes what [`Self::forward_cached_with`] computes with the adapter
+    /// unmerged, without the branch's two extra matmuls per layer. The update is formed in f32
+    /// and rounded once to the weight's dtype.
+    ///
+    /// Float bases only (f32 or f16): quantized blocks would have to be re-quantized, and the
+    /// update (small next to W) would drown in their rounding. Checked before anything changes,
+    /// so an error leaves the model as it was.
+    pub fn merge_adapter(&mut self, adapter: &AdapterSet) -> Result<()> {
+        if adapter.num_layers() != self.layers.len() {
+            return Err(Error::msg(format!(
+                "adapter has {} layers, the model {}",
+                adapter.num_layers(),
+                self.layers.len()
+            )));
+        }
+        let mut merged = Vec::new();
+        for (layer, module, branch) in adapter.branches() {
+            let BaseLinear::Dense(w) = &self.layers[layer].linear(module).base else {
+                return Err(Error::msg(format!(
+                    "cannot merge an adapter into quantized weights (layer {layer} {module}): \
+                     load the base in f32 or f16, or apply the adapter unmerged"
+                )));
+            };
+            let update = (branch.b.as_tensor().matmul(branch.a.as_tensor())? * branch.scale)?;
+            let w_merged = (w.to_dtype(DType::F32)? + update)?.to_dtype(w.dtype())?;
+            merged.push((layer, module, w_merged));
+        }
+        for (layer, module, w) in merged {
+            self.layers[layer].linear_mut(module).base = BaseLinear::Dense(w);
+        }
+        Ok(())
+    }
+
     /// Final hidden states `(batch, seq, hidden)` for token ids `(batch, seq)`.
     pub fn forward_hidden(
         &self,
@@ -405,6 +502,7 @@ impl Llama {
         let mut x = self
             .embed_tokens
             .index_select(&input_ids.flatten_all()?, 0)?
+            .to_dtype(DType::F32)?
             .reshape((b, t, self.config.hidden_size))?;
         let (cos, sin) = self.rope_tables(past, t)?;
         let mask = match t {

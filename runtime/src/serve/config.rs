@@ -62,6 +62,105 @@ pub struct ModelSpec {
     pub source: String,
     #[serde(default)]
     pub format: ModelFormat,
+    /// How the weights are held; [`ModelSpec::precision`] gives the default for the format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+}
+
+impl ModelSpec {
+    /// `model.precision`, or the default for the format: [`DEFAULT_GGUF_PRECISION`] for GGUF,
+    /// f32 for safetensors (the only precision that loader has).
+    pub fn precision(&self) -> Precision {
+        match (self.precision, self.format) {
+            (Some(p), _) => p,
+            (None, ModelFormat::Gguf) => DEFAULT_GGUF_PRECISION,
+            (None, ModelFormat::Safetensors) => Precision::F32,
+        }
+    }
+}
+
+/// Weight precision of a GGUF base when the config does not say: f16 decoded fastest of the four
+/// on the 2-core CPU VM (twice f32, five times Q8_0 and Q4_1) with prefill close to f32's, at
+/// half f32's memory and logits within 0.07 of f32 (BENCHMARKS.md, "Serving").
+pub const DEFAULT_GGUF_PRECISION: Precision = Precision::F16;
+
+/// `model.precision` (docs/runtime-precision.md): how the base model's weights are held.
+/// Parsed through [`FromStr`](std::str::FromStr), so a wrong value's error names the field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Precision {
+    /// The GGUF's own quantized blocks (smallest; Q4_1 has no SIMD kernel in candle).
+    #[serde(rename = "quantized")]
+    Quantized,
+    /// Re-quantized at load to Q8_0 blocks (SIMD dot products).
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// Dequantized to f16.
+    #[serde(rename = "f16")]
+    F16,
+    /// Dequantized to f32 (the reference).
+    #[serde(rename = "f32")]
+    F32,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 4] = [
+        Precision::Quantized,
+        Precision::Q8_0,
+        Precision::F16,
+        Precision::F32,
+    ];
+
+    /// The value as written in the config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Quantized => "quantized",
+            Precision::Q8_0 => "q8_0",
+            Precision::F16 => "f16",
+            Precision::F32 => "f32",
+        }
+    }
+
+    pub fn base_weights(self) -> crate::model::BaseWeights {
+        use crate::model::BaseWeights;
+        match self {
+            Precision::Quantized => BaseWeights::Quantized,
+            Precision::Q8_0 => BaseWeights::Q8_0,
+            Precision::F16 => BaseWeights::Float16,
+            Precision::F32 => BaseWeights::Float32,
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Precision {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Precision::ALL.iter().map(|p| p.as_str()).collect();
+                format!(
+                    "model.precision: unknown value `{s}` (expected one of {})",
+                    known.join(", ")
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +288,16 @@ impl ServeConfig {
         }
         if self.model.source.trim().is_empty() {
             return Err(invalid("model.source", "must not be empty"));
+        }
+        if self.model.format == ModelFormat::Safetensors && self.model.precision() != Precision::F32
+        {
+            return Err(invalid(
+                "model.precision",
+                format!(
+                    "`{}` needs a GGUF model; safetensors models load in f32",
+                    self.model.precision()
+                ),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.adapters.iter().enumerate() {

@@ -32,11 +32,15 @@ const CONFIG_POLL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
     /// config.yaml as the operator renders it (docs/runtime-contract.md); reloaded on change.
-    #[arg(long, conflicts_with_all = ["model", "index", "adapter"])]
+    #[arg(long, conflicts_with_all = ["model", "index", "adapter", "precision"])]
     pub config: Option<PathBuf>,
     /// Local mode: base model (GGUF file or safetensors directory; path or URI).
     #[arg(long, required_unless_present = "config")]
     pub model: Option<String>,
+    /// Local mode: how the base model's weights are held: quantized (the GGUF's blocks), q8_0,
+    /// f16 or f32 (docs/runtime-precision.md). Default: f16 for GGUF, f32 for safetensors.
+    #[arg(long)]
+    pub precision: Option<config::Precision>,
     /// Local mode: index revision archive (repeatable).
     #[arg(long)]
     pub index: Vec<String>,
@@ -139,6 +143,7 @@ pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, String> {
         model: ModelSpec {
             source: model,
             format,
+            precision: args.precision,
         },
         adapters,
         indexes,
@@ -238,9 +243,10 @@ async fn load_initial(
     let result = async {
         let base = Arc::new(state::load_base(&config, &scratch).await?);
         tracing::info!(
-            "model {} loaded ({} layers)",
+            "model {} loaded ({} layers, {} weights)",
             config.model.source,
-            base.model.layers.len()
+            base.model.layers.len(),
+            config.model.precision()
         );
         let decode_delay = std::env::var(INJECT_DECODE_DELAY_ENV)
             .ok()

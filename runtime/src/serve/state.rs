@@ -11,13 +11,13 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file;
 use tokenizers::Tokenizer;
 
-use super::config::{BASE_ADAPTER, ModelFormat, ServeConfig};
+use super::config::{BASE_ADAPTER, ModelFormat, Precision, ServeConfig};
 use crate::chat::{ChatTemplate, IM_END};
 use crate::embed::Embedder;
 use crate::index::revision::LoadedRevision;
 use crate::index::storage::{self, Location};
 use crate::lora::{AdapterSet, peft};
-use crate::model::{BaseWeights, Llama};
+use crate::model::Llama;
 
 /// The Pod annotation the operator reads (docs/runtime-contract.md §3).
 pub const LOADED_REVISIONS_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
@@ -27,9 +27,9 @@ pub struct BaseModel {
     pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
     pub stop_ids: Vec<u32>,
-    /// `model.source` and `model.format` it was loaded from; a reload that changes them needs a
-    /// restart (the operator rolls the pods).
-    pub source: (String, ModelFormat),
+    /// `model.source`, `model.format` and `model.precision` it was loaded with; a reload that
+    /// changes them needs a restart (the operator rolls the pods).
+    pub source: (String, ModelFormat, Precision),
 }
 
 pub struct LoadedAdapter {
@@ -104,8 +104,8 @@ fn location_path(uri: &str, what: &str) -> Result<Option<PathBuf>, String> {
     }
 }
 
-/// Loads the base model named by the config: GGUF with quantized weights (inference only), or a
-/// Hugging Face safetensors directory with its `tokenizer.json`.
+/// Loads the base model named by the config: GGUF with its weights held as `model.precision`
+/// says, or a Hugging Face safetensors directory (f32) with its `tokenizer.json`.
 pub async fn load_base(config: &ServeConfig, scratch: &Path) -> Result<BaseModel, String> {
     let source = &config.model.source;
     let path = match location_path(source, "model.source")? {
@@ -123,11 +123,12 @@ pub async fn load_base(config: &ServeConfig, scratch: &Path) -> Result<BaseModel
         }
     };
     let format = config.model.format;
+    let precision = config.model.precision();
     let load = move || -> Result<(Llama, Tokenizer, ChatTemplate), String> {
         let device = Device::Cpu;
         match format {
             ModelFormat::Gguf => {
-                let model = Llama::from_gguf(&path, BaseWeights::Quantized, &device)
+                let model = Llama::from_gguf(&path, precision.base_weights(), &device)
                     .map_err(|e| e.to_string())?;
                 let mut file = std::fs::File::open(&path)
                     .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -164,7 +165,7 @@ pub async fn load_base(config: &ServeConfig, scratch: &Path) -> Result<BaseModel
         tokenizer: Arc::new(tokenizer),
         template,
         stop_ids,
-        source: (source.clone(), format),
+        source: (source.clone(), format, precision),
     })
 }
 
@@ -190,10 +191,17 @@ impl Loader {
         config: ServeConfig,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, String> {
-        if (config.model.source.clone(), config.model.format) != self.base.source {
+        let (source, format, precision) = &self.base.source;
+        if (&config.model.source, config.model.format) != (source, *format) {
             return Err(format!(
-                "model.source changed from {} to {}: a new base model needs a restart",
-                self.base.source.0, config.model.source
+                "model.source changed from {source} to {}: a new base model needs a restart",
+                config.model.source
+            ));
+        }
+        if config.model.precision() != *precision {
+            return Err(format!(
+                "model.precision changed from {precision} to {}: reloading the base model needs a restart",
+                config.model.precision()
             ));
         }
         let mut adapters = Vec::new();
