@@ -150,6 +150,9 @@ pub struct EngineSettings {
     pub max_queue: usize,
     /// Test-only extra sleep per decode step (`HYBRID_RUNTIME_INJECT_DECODE_DELAY_MS`).
     pub decode_delay: Duration,
+    /// Test-only extra sleep per prompt token at prefill
+    /// (`HYBRID_RUNTIME_INJECT_PREFILL_DELAY_US_PER_TOKEN`).
+    pub prefill_delay_per_token: Duration,
 }
 
 /// Starts the engine thread. It stops when every [`EngineHandle`] is dropped.
@@ -218,8 +221,14 @@ fn run(
         let mut i = 0;
         while i < active.len() {
             let seq = &mut active[i];
-            let outcome =
-                std::panic::catch_unwind(AssertUnwindSafe(|| turn(model.as_ref(), seq, &metrics)));
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                turn(
+                    model.as_ref(),
+                    seq,
+                    &metrics,
+                    settings.prefill_delay_per_token,
+                )
+            }));
             let done = match outcome {
                 Ok(Ok(Turn::Continue)) => false,
                 Ok(Ok(Turn::Done)) => true,
@@ -258,7 +267,12 @@ fn run(
 }
 
 /// One token of one sequence (the whole prompt on its first turn).
-fn turn(model: &dyn TokenModel, seq: &mut Sequence, metrics: &Metrics) -> Result<Turn, String> {
+fn turn(
+    model: &dyn TokenModel,
+    seq: &mut Sequence,
+    metrics: &Metrics,
+    prefill_delay_per_token: Duration,
+) -> Result<Turn, String> {
     if seq.job.events.is_closed() {
         return Ok(Turn::Done);
     }
@@ -269,6 +283,11 @@ fn turn(model: &dyn TokenModel, seq: &mut Sequence, metrics: &Metrics) -> Result
     };
     if input.is_empty() {
         return Err("empty prompt".into());
+    }
+    if seq.generated.is_empty() && !prefill_delay_per_token.is_zero() {
+        // Test-only: a prompt costs time in proportion to its length, as prefill does on a
+        // GPU, so retrieval depth moves latency the same way on every machine.
+        std::thread::sleep(prefill_delay_per_token.saturating_mul(input.len() as u32));
     }
     let logits = model.next_logits(&mut seq.cache, &input, seq.job.adapter.as_deref())?;
     let next = sample(&logits, params.temperature, params.top_p, &mut seq.rng);
@@ -487,6 +506,7 @@ mod tests {
                 max_concurrency: 1,
                 max_queue: queue,
                 decode_delay: Duration::ZERO,
+                prefill_delay_per_token: Duration::ZERO,
             },
             metrics,
         )

@@ -25,6 +25,9 @@ use state::{Current, Loader};
 /// Test-only: milliseconds the engine sleeps after every decode round, to make a small model
 /// look slow (autoscaler e2e). Never set it in production.
 pub const INJECT_DECODE_DELAY_ENV: &str = "HYBRID_RUNTIME_INJECT_DECODE_DELAY_MS";
+/// Test-only: microseconds the engine sleeps per prompt token before prefill, so retrieval depth
+/// moves latency deterministically (autoscaler e2e). Never set it in production.
+pub const INJECT_PREFILL_DELAY_ENV: &str = "HYBRID_RUNTIME_INJECT_PREFILL_DELAY_US_PER_TOKEN";
 
 /// How often the config file's digest is compared (contract §2: a second is enough).
 const CONFIG_POLL: Duration = Duration::from_secs(1);
@@ -248,14 +251,27 @@ async fn load_initial(
             base.model.layers.len(),
             config.model.precision()
         );
-        let decode_delay = std::env::var(INJECT_DECODE_DELAY_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-            .unwrap_or_default();
-        if !decode_delay.is_zero() {
-            tracing::warn!("{INJECT_DECODE_DELAY_ENV} is set: every decode step sleeps {decode_delay:?} (test only)");
-        }
+        let injected = |env: &str, unit: fn(u64) -> Duration, what: &str| {
+            let delay = std::env::var(env)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(unit)
+                .unwrap_or_default();
+            if !delay.is_zero() {
+                tracing::warn!("{env} is set: {what} sleeps {delay:?} (test only)");
+            }
+            delay
+        };
+        let decode_delay = injected(
+            INJECT_DECODE_DELAY_ENV,
+            Duration::from_millis,
+            "every decode step",
+        );
+        let prefill_delay_per_token = injected(
+            INJECT_PREFILL_DELAY_ENV,
+            Duration::from_micros,
+            "prefill, per prompt token,",
+        );
         let engine = engine::spawn(
             Arc::new(LlamaModel {
                 model: base.model.clone(),
@@ -266,6 +282,7 @@ async fn load_initial(
                 max_concurrency: config.limits.max_concurrency,
                 max_queue: config.limits.max_queue,
                 decode_delay,
+                prefill_delay_per_token,
             },
             state.metrics.clone(),
         )
