@@ -8,6 +8,7 @@ pub mod index;
 pub mod lora;
 pub mod model;
 pub mod retrieve;
+pub mod scan;
 pub mod serve;
 pub mod source;
 pub mod store;

@@ -25,6 +25,9 @@ enum Command {
     Retrieve(hybrid_runtime::retrieve::RetrieveArgs),
     /// Serve chat completions (OpenAI API) with per-request adapters and cited retrieval.
     Serve(Box<hybrid_runtime::serve::ServeArgs>),
+    /// List the documents of directories and S3 prefixes (path, size, mtime or ETag; no
+    /// contents) and print a digest of the listing: the operator's change check for PVC and S3.
+    Scan(hybrid_runtime::scan::ScanArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Eval(args) => std::process::exit(hybrid_runtime::eval::cli::main(&args)),
         Command::Retrieve(args) => std::process::exit(hybrid_runtime::retrieve::main(&args)),
         Command::Serve(args) => std::process::exit(hybrid_runtime::serve::main(&args)),
+        Command::Scan(args) => std::process::exit(hybrid_runtime::scan::run(&args)),
     }
 }
