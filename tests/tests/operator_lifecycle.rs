@@ -50,12 +50,16 @@ fn cond<'a>(conditions: &'a [Condition], t: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == t)
 }
 
-/// Writes by the operator since `mark`, without Lease renewals (leader election heartbeats).
+/// Writes by the operator since `mark` to objects of this test's namespace (or cluster-scoped
+/// ones), without Lease renewals (leader election heartbeats). Each test runs its own operator,
+/// which watches every namespace: it rightly updates the status of an earlier test's objects
+/// while that namespace is still being deleted, and those writes are not this test's.
 fn operator_writes(audit: &AuditLog, mark: u64, ns: &str) -> Result<Vec<String>> {
     Ok(audit
         .writes_since(mark, &operator_user(ns))?
         .into_iter()
         .filter(|w| w.resource != "leases")
+        .filter(|w| w.namespace.as_deref().is_none_or(|n| n == ns))
         .map(|w| w.to_string())
         .collect())
 }
