@@ -153,6 +153,20 @@ pub fn service_account_kubeconfig(namespace: &str, account: &str) -> Result<Path
     Ok(path)
 }
 
+/// Writes by the operator of namespace `ns` since `mark` to objects of that namespace (or
+/// cluster-scoped ones), without Lease renewals (leader election heartbeats). Each test runs its
+/// own operator, which watches every namespace: it rightly touches an earlier test's objects
+/// while that namespace is still being deleted, and those writes are not this test's.
+pub fn operator_writes(audit: &AuditLog, mark: u64, ns: &str) -> Result<Vec<String>> {
+    Ok(audit
+        .writes_since(mark, &operator_user(ns))?
+        .into_iter()
+        .filter(|w| w.resource != "leases")
+        .filter(|w| w.namespace.as_deref().is_none_or(|n| n == ns))
+        .map(|w| w.to_string())
+        .collect())
+}
+
 /// The audit log user name of the chart's ServiceAccount in `namespace`.
 pub fn operator_user(namespace: &str) -> String {
     format!("system:serviceaccount:{namespace}:{RELEASE}")

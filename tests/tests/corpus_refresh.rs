@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 use hybrid_crds::Corpus;
 use hybrid_e2e::operator::{
     AuditLog, Operator, bound_claims, delete_volumes, install_chart_rbac, kwok_result,
-    operator_user, set_job_pod_annotations,
+    operator_writes, set_job_pod_annotations,
 };
 use hybrid_e2e::{Check, TestNamespace, client, poll};
 use serde_json::json;
@@ -94,16 +94,6 @@ fn set_body(served: &Mutex<Served>, body: &str) {
 fn counts(served: &Mutex<Served>) -> (usize, usize) {
     let s = served.lock().unwrap_or_else(|p| p.into_inner());
     (s.requests, s.not_modified)
-}
-
-/// Writes by the operator since `mark`, without Lease renewals.
-fn operator_writes(audit: &AuditLog, mark: u64, ns: &str) -> Result<Vec<String>> {
-    Ok(audit
-        .writes_since(mark, &operator_user(ns))?
-        .into_iter()
-        .filter(|w| w.resource != "leases")
-        .map(|w| w.to_string())
-        .collect())
 }
 
 /// Waits for `revision` active and Ready, built from a fetch whose digest is not `old_digest`.

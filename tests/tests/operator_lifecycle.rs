@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use hybrid_crds::{Adapter, Corpus, HybridModel};
 use hybrid_e2e::operator::{
     AuditLog, Operator, bound_claims, delete_volumes, install_chart_rbac, kwok_result,
-    operator_user, report_loaded, serving_pod_uids, set_job_pod_annotations,
+    operator_writes, report_loaded, serving_pod_uids, set_job_pod_annotations,
 };
 use hybrid_e2e::{Check, TestNamespace, client, kubectl, poll, repo_root};
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
@@ -48,20 +48,6 @@ fn train_result(revision: &str) -> serde_json::Value {
 
 fn cond<'a>(conditions: &'a [Condition], t: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == t)
-}
-
-/// Writes by the operator since `mark` to objects of this test's namespace (or cluster-scoped
-/// ones), without Lease renewals (leader election heartbeats). Each test runs its own operator,
-/// which watches every namespace: it rightly updates the status of an earlier test's objects
-/// while that namespace is still being deleted, and those writes are not this test's.
-fn operator_writes(audit: &AuditLog, mark: u64, ns: &str) -> Result<Vec<String>> {
-    Ok(audit
-        .writes_since(mark, &operator_user(ns))?
-        .into_iter()
-        .filter(|w| w.resource != "leases")
-        .filter(|w| w.namespace.as_deref().is_none_or(|n| n == ns))
-        .map(|w| w.to_string())
-        .collect())
 }
 
 fn kubectl_ok(args: &[&str]) -> Result<String> {
