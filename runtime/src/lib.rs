@@ -7,6 +7,7 @@ pub mod eval;
 pub mod index;
 pub mod lora;
 pub mod model;
+pub mod prune;
 pub mod retrieve;
 pub mod scan;
 pub mod serve;

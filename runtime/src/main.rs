@@ -28,6 +28,9 @@ enum Command {
     /// List the documents of directories and S3 prefixes (path, size, mtime or ETag; no
     /// contents) and print a digest of the listing: the operator's change check for PVC and S3.
     Scan(hybrid_runtime::scan::ScanArgs),
+    /// Delete stored revisions (index archives, adapter directories; files, directories or
+    /// s3:// keys) that the operator no longer retains. Idempotent.
+    Prune(hybrid_runtime::prune::PruneArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::Retrieve(args) => std::process::exit(hybrid_runtime::retrieve::main(&args)),
         Command::Serve(args) => std::process::exit(hybrid_runtime::serve::main(&args)),
         Command::Scan(args) => std::process::exit(hybrid_runtime::scan::run(&args)),
+        Command::Prune(args) => std::process::exit(hybrid_runtime::prune::run(&args)),
     }
 }
