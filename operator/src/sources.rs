@@ -2,12 +2,27 @@
 //! PVC and S3 sources, which a scan Job lists (`build::scan_job`). Both are checked when their
 //! spec is new and again every `refreshInterval`.
 
+use crate::build::job_result::parse_scan_report;
+use crate::build::revision::RemoteDigests;
+use crate::build::scan_job::{ScanOwner, scan_job, scan_job_name, scan_sources_key};
+use crate::build::{name_of, namespace_of};
+use crate::context::Context;
 use crate::digest::hex;
-use hybrid_crds::corpus::HttpSourceState;
+use crate::error::{Error, Result};
+use crate::jobs;
+use crate::status::set_condition;
+use hybrid_crds::CorpusStatus;
+use hybrid_crds::common::{Conditions, DataSource};
+use hybrid_crds::conditions::{reasons, types};
+use hybrid_crds::corpus::{HttpSourceState, SourceScan};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, Resource};
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -151,6 +166,294 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// What the check of the HTTP and scanned sources found, ready to go into the status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RemoteCheck {
+    /// Digests for the revision (content or training); None while one is missing (first fetch
+    /// failed, first scan running).
+    pub digests: Option<RemoteDigests>,
+    pub http_sources: Vec<HttpSourceState>,
+    pub source_scan: Option<SourceScan>,
+    /// The `SourcesChecked` condition, when this pass checked something; `Some(None)` removes
+    /// it (no HTTP, PVC or S3 source is left).
+    pub checked: Option<Option<(bool, &'static str, String)>>,
+    /// Why the revision is not known yet (reason, message), when `digests` is None.
+    pub pending: Option<(&'static str, String)>,
+    /// A scan Job is running.
+    pub scan_running: bool,
+    /// A warning Event for a failed check, published when the status records it.
+    pub event: Option<(&'static str, String)>,
+}
+
+impl RemoteCheck {
+    /// Puts the digests and the `SourcesChecked` condition into `status`.
+    pub fn apply_to(&self, status: &mut impl SourcesStatus, generation: Option<i64>, now: &Time) {
+        let (http_sources, source_scan, conditions) = status.sources_mut();
+        *http_sources = self.http_sources.clone();
+        *source_scan = self.source_scan.clone();
+        match &self.checked {
+            Some(Some((ok, reason, message))) => set_condition(
+                conditions,
+                types::SOURCES_CHECKED,
+                *ok,
+                reason,
+                message,
+                generation,
+                now,
+            ),
+            Some(None) => conditions.retain(|c| c.type_ != types::SOURCES_CHECKED),
+            None => {}
+        }
+    }
+}
+
+/// Checks the HTTP sources (fetch) and the PVC and S3 sources (scan Job) when they are new or
+/// due (`refreshInterval`), reads a finished scan Job, and returns the digests to use: the
+/// fresh ones, or the stored ones when nothing was due or a check failed. `sources` are the
+/// owner's (a Corpus's `spec.sources`, an Adapter's `spec.dataset`), as `kind` names them.
+#[allow(clippy::too_many_arguments)]
+pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    owner: &K,
+    kind: &ScanOwner,
+    sources: &[DataSource],
+    jobs_api: &Api<Job>,
+    current: &impl SourcesStatus,
+    refresh: Option<Duration>,
+) -> Result<RemoteCheck> {
+    let name = name_of(owner)?;
+    if let Some(i) = sources.iter().position(|s| {
+        s.http
+            .as_ref()
+            .is_some_and(|h| h.headers_secret_ref.is_some())
+    }) {
+        return Err(Error::NotImplemented(format!(
+            "{}[{i}].http.headersSecretRef: neither the operator's fetch nor the runtime's index command can send request headers yet",
+            kind.field
+        )));
+    }
+    let urls: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| s.http.as_ref().map(|h| h.url.as_str()))
+        .collect();
+    let scan_key = scan_sources_key(sources)?;
+    let scan_name = scan_job_name(&name, kind);
+    if urls.is_empty() && scan_key.is_none() {
+        let had_check = crate::status::find(current.conditions(), types::SOURCES_CHECKED).is_some();
+        return Ok(RemoteCheck {
+            digests: Some(RemoteDigests::default()),
+            checked: had_check.then_some(None),
+            ..Default::default()
+        });
+    }
+    let mut check = RemoteCheck::default();
+    let mut http: BTreeMap<String, HttpSourceState> = current
+        .http_sources()
+        .iter()
+        .filter(|h| urls.contains(&h.url.as_str()))
+        .map(|h| (h.url.clone(), h.clone()))
+        .collect();
+    let mut scan = current
+        .source_scan()
+        .cloned()
+        .filter(|s| Some(&s.sources) == scan_key.as_ref());
+    let mut errors = Vec::new();
+    let mut checked_now = false;
+
+    // The owner's scan Job: read it if it finished (then delete it: one at a time), and
+    // drop it if it lists sources the spec no longer has.
+    if let Some(job) = jobs_api.get_opt(&scan_name).await? {
+        let job_key = job
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::build::LABEL_REVISION))
+            .cloned();
+        let current_scan = job_key.is_some() && job_key == scan_key;
+        match jobs::job_phase(&job) {
+            jobs::JobPhase::Running if current_scan => check.scan_running = true,
+            jobs::JobPhase::Running => jobs::delete(jobs_api, &scan_name).await?,
+            phase => {
+                let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace_of(owner)?);
+                let state = jobs::terminated(&pods, &scan_name, "scan").await?;
+                if let Some(key) = scan_key.clone().filter(|_| current_scan) {
+                    checked_now = true; // a scan result was read
+                    let message = state
+                        .as_ref()
+                        .and_then(|t| t.message.clone())
+                        .unwrap_or_default();
+                    match (phase, parse_scan_report(&message)) {
+                        (jobs::JobPhase::Succeeded, Ok(Ok(result))) => {
+                            scan = Some(SourceScan {
+                                sources: key,
+                                digest: result.digest,
+                                documents: result.documents as i64,
+                            });
+                        }
+                        (jobs::JobPhase::Succeeded, Ok(Err(failure))) => {
+                            errors.push(format!("scan Job {scan_name}: {failure}"))
+                        }
+                        (jobs::JobPhase::Succeeded, Err(e)) => {
+                            errors.push(format!("scan Job {scan_name}: {e}"))
+                        }
+                        _ => errors.push(format!(
+                            "scan Job {scan_name}: {}",
+                            jobs::failure_message(state.as_ref(), "scan", |m| {
+                                match parse_scan_report(m) {
+                                    Ok(Err(failure)) => Some(failure.to_string()),
+                                    _ => None,
+                                }
+                            })
+                        )),
+                    }
+                }
+                jobs::delete(jobs_api, &scan_name).await?;
+            }
+        }
+    }
+
+    let missing = |http: &BTreeMap<String, HttpSourceState>, scan: &Option<SourceScan>| -> bool {
+        urls.iter().any(|u| !http.contains_key(*u)) || (scan_key.is_some() && scan.is_none())
+    };
+    let plan_key = {
+        let mut d = crate::digest::ContentDigest::new("hybrid.dev/remote-sources/v1");
+        for url in &urls {
+            d.field("url", url);
+        }
+        d.field("scan", scan_key.as_deref().unwrap_or_default());
+        d.finish_revision()
+    };
+    let uid = owner.meta().uid.clone().unwrap_or_default();
+    let start = Instant::now();
+    if ctx
+        .refresh
+        .due(&uid, &plan_key, missing(&http, &scan), refresh, start)
+    {
+        checked_now |= !urls.is_empty();
+        for url in &urls {
+            match check_http(&ctx.http, url, http.get(*url)).await {
+                Ok(state) => {
+                    http.insert((*url).to_owned(), state);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if scan_key.is_some() && !check.scan_running {
+            let job = scan_job(
+                owner,
+                kind,
+                sources,
+                scan_key.as_deref().unwrap_or_default(),
+                &ctx.settings.runtime_image,
+            )?;
+            jobs::create_if_absent(jobs_api, &job).await?;
+            ctx.metrics.job_started("scan");
+            check.scan_running = true;
+        }
+        ctx.refresh
+            .checked(&uid, &plan_key, missing(&http, &scan), refresh, start);
+    }
+
+    check.http_sources = urls.iter().filter_map(|u| http.get(*u).cloned()).collect();
+    check.http_sources.dedup_by(|a, b| a.url == b.url);
+    check.source_scan = scan.clone();
+    if !missing(&http, &scan) {
+        check.digests = Some(RemoteDigests {
+            http: http
+                .iter()
+                .map(|(url, state)| (url.clone(), state.digest.clone()))
+                .collect(),
+            scan: scan.as_ref().map(|s| s.digest.clone()),
+        });
+    } else if check.scan_running && errors.is_empty() {
+        check.pending = Some((
+            reasons::SCANNING,
+            format!(
+                "scan Job {scan_name} lists the PVC and S3 sources before the {} is computed",
+                kind.revision
+            ),
+        ));
+    } else {
+        check.pending = Some((
+            reasons::SOURCE_UNREADABLE,
+            format!(
+                "{}; checked again within {}s",
+                errors.join("; "),
+                refresh
+                    .unwrap_or(RETRY_FAILED_CHECK)
+                    .min(RETRY_FAILED_CHECK)
+                    .as_secs()
+            ),
+        ));
+    }
+    // Starting a scan finishes nothing; the condition changes once something was read.
+    if checked_now {
+        check.checked = Some(Some(if errors.is_empty() {
+            let mut parts = Vec::new();
+            if !urls.is_empty() {
+                parts.push(format!("{} HTTP source(s) fetched", urls.len()));
+            }
+            if let Some(scan) = &scan {
+                parts.push(format!(
+                    "PVC and S3 sources scanned: {} documents",
+                    scan.documents
+                ));
+            }
+            (true, reasons::SUCCEEDED, parts.join("; "))
+        } else {
+            let kept = if check.digests.is_some() {
+                "; the digests of the last successful check are kept, so the active revision stays"
+            } else {
+                ""
+            };
+            let message = format!("{}{kept}", errors.join("; "));
+            check.event = Some((reasons::SOURCE_UNREADABLE, message.clone()));
+            (false, reasons::SOURCE_UNREADABLE, message)
+        }));
+    }
+    Ok(check)
+}
+
+/// The status fields a source check reads and writes; the Corpus and the Adapter have the same
+/// ones (`httpSources`, `sourceScan`, the `SourcesChecked` condition).
+pub trait SourcesStatus {
+    fn http_sources(&self) -> &[HttpSourceState];
+    fn source_scan(&self) -> Option<&SourceScan>;
+    fn conditions(&self) -> &Conditions;
+    fn sources_mut(
+        &mut self,
+    ) -> (
+        &mut Vec<HttpSourceState>,
+        &mut Option<SourceScan>,
+        &mut Conditions,
+    );
+}
+
+impl SourcesStatus for CorpusStatus {
+    fn http_sources(&self) -> &[HttpSourceState] {
+        &self.http_sources
+    }
+    fn source_scan(&self) -> Option<&SourceScan> {
+        self.source_scan.as_ref()
+    }
+    fn conditions(&self) -> &Conditions {
+        &self.conditions
+    }
+    fn sources_mut(
+        &mut self,
+    ) -> (
+        &mut Vec<HttpSourceState>,
+        &mut Option<SourceScan>,
+        &mut Conditions,
+    ) {
+        (
+            &mut self.http_sources,
+            &mut self.source_scan,
+            &mut self.conditions,
+        )
+    }
+}
+
 /// When each Corpus's HTTP and scanned sources are next due for a check, kept by this process
 /// only. It is not status: recording every check there would write each Corpus every
 /// `refreshInterval` although nothing changed. After a restart, a Corpus whose stored digests
@@ -244,6 +547,10 @@ mod tests {
     use crate::digest::sha256_hex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn t(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("ts"))
+    }
+
     #[test]
     fn refresh_intervals_parse_like_go_durations() {
         for (text, secs) in [
@@ -320,6 +627,48 @@ mod tests {
         );
         assert_eq!(s.wait("uid", t0), Some(Duration::from_secs(3600)));
         assert!(s.due("uid", "k1", false, hour, t0 + Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn a_failed_source_check_changes_the_status_once_not_at_every_attempt() {
+        let kept = HttpSourceState {
+            url: "https://example.com/rates.md".into(),
+            digest: "d1".into(),
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        };
+        let failed = RemoteCheck {
+            digests: Some(RemoteDigests::default()),
+            http_sources: vec![kept.clone()],
+            checked: Some(Some((
+                false,
+                reasons::SOURCE_UNREADABLE,
+                "GET https://example.com/rates.md: HTTP 503".into(),
+            ))),
+            ..Default::default()
+        };
+        let mut status = hybrid_crds::CorpusStatus::default();
+        failed.apply_to(&mut status, Some(2), &t(10));
+        assert_eq!(status.http_sources, [kept], "the last good digest stays");
+        let first = status.clone();
+        failed.apply_to(&mut status, Some(2), &t(20));
+        assert_eq!(status, first, "the same failure again writes nothing");
+
+        // A pass that checked nothing leaves the condition alone; a Corpus without HTTP, PVC
+        // or S3 sources drops it.
+        let idle = RemoteCheck {
+            http_sources: first.http_sources.clone(),
+            ..Default::default()
+        };
+        idle.apply_to(&mut status, Some(2), &t(30));
+        assert_eq!(status, first);
+        let gone = RemoteCheck {
+            checked: Some(None),
+            ..Default::default()
+        };
+        gone.apply_to(&mut status, Some(3), &t(40));
+        assert!(crate::status::find(&status.conditions, "SourcesChecked").is_none());
+        assert!(status.http_sources.is_empty());
     }
 
     /// A one-connection-at-a-time HTTP server on 127.0.0.1 that answers every request with the

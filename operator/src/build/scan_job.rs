@@ -1,25 +1,24 @@
-//! The scan Job of a Corpus: `hybrid-runtime scan` lists its PVC and S3 sources (path or key,
-//! size, mtime or ETag; no contents) and reports a digest of the listing, which the operator
-//! folds into the content revision. One per Corpus at a time, under a fixed name, deleted once
-//! its result is read.
+//! The scan Job of a Corpus or an Adapter: `hybrid-runtime scan` lists its PVC and S3 sources
+//! or datasets (path or key, size, mtime or ETag; no contents) and reports a digest of the
+//! listing, which the operator folds into the content or training revision. One per owner at a
+//! time, under a fixed name, deleted once its result is read.
 
 use super::index_job::{s3_env, source_arg};
 use super::storage::ClaimMounts;
 use super::{
-    LABEL_COMPONENT, LABEL_CORPUS, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, RESULT_PATH,
-    compute_resources, controller_ref, name_of, namespace_of, restricted_container_security,
-    restricted_pod_security,
+    LABEL_ADAPTER, LABEL_COMPONENT, LABEL_CORPUS, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY,
+    RESULT_PATH, compute_resources, controller_ref, name_of, namespace_of,
+    restricted_container_security, restricted_pod_security,
 };
 use crate::digest::ContentDigest;
 use crate::error::Result;
-use hybrid_crds::Corpus;
-use hybrid_crds::CorpusSpec;
 use hybrid_crds::common::DataSource;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use std::collections::BTreeMap;
 
 /// A listing is a `stat` per file or a LIST request per thousand keys: a tenth of a core does
@@ -30,9 +29,37 @@ const SCAN_MEMORY: &str = "256Mi";
 /// refresh can start another.
 const SCAN_DEADLINE_SECONDS: i64 = 600;
 
-/// The sources the scan lists, with their position in `spec.sources`.
-pub fn scanned_sources(spec: &CorpusSpec) -> Vec<(usize, &DataSource)> {
-    spec.sources
+/// Whose sources a scan Job lists, and how its name, labels and messages refer to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScanOwner {
+    /// Label carrying the owner's name on its Jobs.
+    pub label: &'static str,
+    /// The spec field listing the sources, for messages.
+    pub field: &'static str,
+    /// The revision the digests feed, for messages.
+    pub revision: &'static str,
+    /// `<owner>-<suffix>` is the Job's name; the two kinds differ, so a Corpus and an Adapter
+    /// of the same name never share a scan Job.
+    pub job_suffix: &'static str,
+}
+
+pub const CORPUS: ScanOwner = ScanOwner {
+    label: LABEL_CORPUS,
+    field: "sources",
+    revision: "content revision",
+    job_suffix: "scan",
+};
+
+pub const ADAPTER: ScanOwner = ScanOwner {
+    label: LABEL_ADAPTER,
+    field: "dataset",
+    revision: "training revision",
+    job_suffix: "dataset-scan",
+};
+
+/// The sources the scan lists, with their position in the list.
+pub fn scanned_sources(sources: &[DataSource]) -> Vec<(usize, &DataSource)> {
+    sources
         .iter()
         .enumerate()
         .filter(|(_, s)| s.persistent_volume_claim.is_some() || s.s3.is_some())
@@ -40,9 +67,9 @@ pub fn scanned_sources(spec: &CorpusSpec) -> Vec<(usize, &DataSource)> {
 }
 
 /// Digest of the scanned sources' specs: a stored scan counts only for the sources it listed.
-/// None when the Corpus has no PVC or S3 source (nothing to scan).
-pub fn scan_sources_key(spec: &CorpusSpec) -> Result<Option<String>> {
-    let scanned = scanned_sources(spec);
+/// None when there is no PVC or S3 source (nothing to scan).
+pub fn scan_sources_key(sources: &[DataSource]) -> Result<Option<String>> {
+    let scanned = scanned_sources(sources);
     if scanned.is_empty() {
         return Ok(None);
     }
@@ -54,24 +81,31 @@ pub fn scan_sources_key(spec: &CorpusSpec) -> Result<Option<String>> {
     Ok(Some(d.finish_revision()))
 }
 
-/// `<corpus>-scan`, cut so it stays a valid label value (`job-name`).
-pub fn scan_job_name(corpus: &str) -> String {
-    let mut base: String = corpus.chars().take(63 - "-scan".len()).collect();
+/// `<corpus>-scan` or `<adapter>-dataset-scan`, cut so it stays a valid label value
+/// (`job-name`).
+pub fn scan_job_name(owner: &str, kind: &ScanOwner) -> String {
+    let mut base: String = owner.chars().take(63 - 1 - kind.job_suffix.len()).collect();
     while base.ends_with(['-', '.']) {
         base.pop();
     }
-    format!("{base}-scan")
+    format!("{base}-{}", kind.job_suffix)
 }
 
-pub fn scan_job(corpus: &Corpus, sources_key: &str, runtime_image: &str) -> Result<Job> {
-    let name = name_of(corpus)?;
-    let namespace = namespace_of(corpus)?;
+pub fn scan_job<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    kind: &ScanOwner,
+    sources: &[DataSource],
+    sources_key: &str,
+    runtime_image: &str,
+) -> Result<Job> {
+    let name = name_of(owner)?;
+    let namespace = namespace_of(owner)?;
     let mut claims = ClaimMounts::default();
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut s3 = None;
     let mut args = vec!["scan".to_owned()];
-    for (i, source) in scanned_sources(&corpus.spec) {
+    for (i, source) in scanned_sources(sources) {
         args.push("--source".to_owned());
         args.push(source_arg(
             i,
@@ -100,17 +134,17 @@ pub fn scan_job(corpus: &Corpus, sources_key: &str, runtime_image: &str) -> Resu
     mounts.extend(claim_mounts);
 
     let labels = BTreeMap::from([
-        (LABEL_CORPUS.to_owned(), super::label_value(&name)),
+        (kind.label.to_owned(), super::label_value(&name)),
         (LABEL_REVISION.to_owned(), sources_key.to_owned()),
         (LABEL_COMPONENT.to_owned(), "scan".to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
     ]);
     Ok(Job {
         metadata: ObjectMeta {
-            name: Some(scan_job_name(&name)),
+            name: Some(scan_job_name(&name, kind)),
             namespace: Some(namespace),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![controller_ref(corpus)?]),
+            owner_references: Some(vec![controller_ref(owner)?]),
             ..Default::default()
         },
         spec: Some(JobSpec {
@@ -119,7 +153,7 @@ pub fn scan_job(corpus: &Corpus, sources_key: &str, runtime_image: &str) -> Resu
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: super::job_pod_annotations(corpus)?,
+                    annotations: super::job_pod_annotations(owner)?,
                     ..Default::default()
                 }),
                 // No GPUs and no placement: a listing runs anywhere the volumes attach.
@@ -160,8 +194,17 @@ mod tests {
             "    - persistentVolumeClaim: {claimName: filings, path: /docs}",
             "    - persistentVolumeClaim: {claimName: filings, path: /docs}\n    - http: {url: https://example.com/a.md}\n    - s3: {bucket: docs-bucket, prefix: handbook/, credentialsSecretRef: {name: s3-creds}}",
         ));
-        let key = scan_sources_key(&c.spec).expect("key").expect("scanned");
-        let job = scan_job(&c, &key, "ghcr.io/hybrid/runtime:1").expect("job");
+        let key = scan_sources_key(&c.spec.sources)
+            .expect("key")
+            .expect("scanned");
+        let job = scan_job(
+            &c,
+            &CORPUS,
+            &c.spec.sources,
+            &key,
+            "ghcr.io/hybrid/runtime:1",
+        )
+        .expect("job");
         assert_eq!(job.metadata.name.as_deref(), Some("finance-notes-scan"));
         let labels = job.metadata.labels.clone().expect("labels");
         assert_eq!(labels["app.kubernetes.io/component"], "scan");
@@ -207,23 +250,31 @@ mod tests {
     #[test]
     fn the_key_follows_the_scanned_specs_only() {
         let base = corpus(FINANCE_CORPUS);
-        let key = scan_sources_key(&base.spec).expect("key");
+        let key = scan_sources_key(&base.spec.sources).expect("key");
         assert!(key.is_some());
         let moved = corpus(&FINANCE_CORPUS.replace("path: /docs", "path: /docs2"));
-        assert_ne!(scan_sources_key(&moved.spec).expect("key"), key);
+        assert_ne!(scan_sources_key(&moved.spec.sources).expect("key"), key);
         let rechunked = corpus(&FINANCE_CORPUS.replace("size: 256", "size: 512"));
-        assert_eq!(scan_sources_key(&rechunked.spec).expect("key"), key);
+        assert_eq!(scan_sources_key(&rechunked.spec.sources).expect("key"), key);
         let cm_only = corpus(&FINANCE_CORPUS.replace(
             "    - persistentVolumeClaim: {claimName: filings, path: /docs}\n",
             "",
         ));
-        assert_eq!(scan_sources_key(&cm_only.spec).expect("key"), None);
+        assert_eq!(scan_sources_key(&cm_only.spec.sources).expect("key"), None);
     }
 
     #[test]
     fn long_names_stay_valid_label_values() {
-        let name = scan_job_name(&"c".repeat(80));
+        let name = scan_job_name(&"c".repeat(80), &CORPUS);
         assert_eq!(name.len(), 63);
-        assert!(name.ends_with("-scan"));
+        assert!(name.ends_with("c-scan"));
+        let name = scan_job_name(&"a".repeat(80), &ADAPTER);
+        assert_eq!(name.len(), 63);
+        assert!(name.ends_with("a-dataset-scan"));
+        assert_ne!(
+            scan_job_name("finance", &CORPUS),
+            scan_job_name("finance", &ADAPTER),
+            "a Corpus and an Adapter of the same name get their own scan Job"
+        );
     }
 }
