@@ -74,6 +74,9 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
     let adapters: Api<Adapter> = Api::namespaced(ctx.client.clone(), &ns);
     let current = adapter.status.clone().unwrap_or_default();
     let now = crate::status::now();
+    if crate::prune::is_finalizing(&*adapter) {
+        return crate::prune::finalize(&ctx, &adapters, &*adapter).await;
+    }
 
     let config_maps = read_config_maps(&ctx, &ns, &adapter).await?;
     let revisions = dataset_digest(&adapter.spec.dataset, &config_maps)
@@ -177,6 +180,19 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
     let (status, event) = next_status(
         &adapter, &current, &dataset, &revision, &job_name, &decision, started, finished, &now,
     );
+    // Stored revisions: guarded by the finalizer; those leaving the history are deleted.
+    crate::prune::track(
+        &ctx,
+        &adapters,
+        &*adapter,
+        &crate::prune::adapter_locations(&current),
+        &crate::prune::adapter_locations(&status),
+        matches!(
+            decision,
+            Decision::CreateJob | Decision::Running | Decision::Succeeded(_)
+        ),
+    )
+    .await?;
     record(&ctx, &ns, &name, &status, &now);
     if apply_status(&adapters, &*adapter, adapter.status.as_ref(), &status).await? {
         // Written once per finished Job: the status records it, so the next reconcile is a no-op.

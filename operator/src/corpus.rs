@@ -72,6 +72,9 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
     let current = corpus.status.clone().unwrap_or_default();
     let now = crate::status::now();
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    if crate::prune::is_finalizing(&*corpus) {
+        return crate::prune::finalize(&ctx, &corpora, &*corpus).await;
+    }
 
     // Validate, then resolve: the ConfigMaps, HTTP bodies and scan digest that make up the
     // content revision.
@@ -240,6 +243,19 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
         &now,
     );
     remote.apply_to(&mut status, corpus.metadata.generation, &now);
+    // Stored revisions: guarded by the finalizer; those leaving the history are deleted.
+    crate::prune::track(
+        &ctx,
+        &corpora,
+        &*corpus,
+        &crate::prune::corpus_locations(&current),
+        &crate::prune::corpus_locations(&status),
+        matches!(
+            decision,
+            Decision::CreateJob | Decision::Running | Decision::Succeeded(_)
+        ),
+    )
+    .await?;
     record(&ctx, &ns, &name, &status, &now);
     if apply_status(&corpora, &*corpus, corpus.status.as_ref(), &status).await? {
         // Written once per finished Job: the status records it, so the next reconcile is a no-op.

@@ -271,12 +271,12 @@ pub fn stale_jobs(jobs: &[Job], keep: &str) -> Vec<String> {
         .collect()
 }
 
-/// Deletes the finished Jobs with `label=owner` other than `keep`. A Corpus's scan Job is left
-/// to the reconcile that reads its result.
+/// Deletes the finished Jobs with `label=owner` other than `keep`. A scan Job is left to the
+/// reconcile that reads its result, and a prune Job to its TTL.
 pub async fn delete_stale(jobs: &Api<Job>, label: &str, owner: &str, keep: &str) -> Result<()> {
     let list = jobs
         .list(&ListParams::default().labels(&format!(
-            "{label}={},{}!=scan",
+            "{label}={},{} notin (scan,prune)",
             crate::build::label_value(owner),
             crate::build::LABEL_COMPONENT
         )))

@@ -13,6 +13,7 @@ pub mod error;
 pub mod hybridmodel;
 pub mod jobs;
 pub mod metrics;
+pub mod prune;
 pub mod servingpolicy;
 pub mod sources;
 pub mod status;

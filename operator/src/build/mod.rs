@@ -5,6 +5,7 @@
 pub mod index_job;
 pub mod job_result;
 pub mod loaded;
+pub mod prune_job;
 pub mod revision;
 pub mod scan_job;
 pub mod serving;

@@ -1,0 +1,197 @@
+//! The prune Job: `hybrid-runtime prune` deletes stored revisions (index archives, adapter
+//! directories) that a Corpus or an Adapter no longer retains, or all of them when the resource
+//! is deleted. The operator cannot reach a PersistentVolumeClaim or a bucket itself, so the
+//! runtime image does it, with the same mounts the Jobs that wrote them had.
+
+use super::storage::{ClaimMounts, PVC_ROOT};
+use super::{
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, RESULT_PATH, compute_resources,
+    controller_ref, name_of, namespace_of, restricted_container_security, restricted_pod_security,
+    revision_object_name,
+};
+use crate::digest::ContentDigest;
+use crate::error::Result;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use std::collections::BTreeMap;
+
+/// Deleting files is a few syscalls per revision.
+const PRUNE_CPU: &str = "100m";
+const PRUNE_MEMORY: &str = "128Mi";
+/// A stuck volume or endpoint fails the Job after this.
+const PRUNE_DEADLINE_SECONDS: i64 = 600;
+/// Kubernetes retries the pod this often; deleting is idempotent.
+const PRUNE_BACKOFF_LIMIT: i32 = 2;
+/// A finished prune Job is kept this long for `kubectl describe`, then the TTL controller
+/// deletes it: nothing reads its result later.
+pub const PRUNE_TTL_SECONDS: i32 = 600;
+/// Value of the component label on prune Jobs.
+pub const COMPONENT: &str = "prune";
+
+/// The locations as the runtime takes them, sorted and without duplicates: the Job's name is
+/// derived from them, so the same set always maps to the same Job.
+pub fn normalized(locations: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = locations
+        .iter()
+        .map(|l| l.strip_prefix("file://").unwrap_or(l).to_owned())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Digest of a set of locations (16 hex characters).
+pub fn locations_digest(locations: &[String]) -> String {
+    let mut d = ContentDigest::new("hybrid.dev/prune/v1");
+    for l in normalized(locations) {
+        d.field("location", l);
+    }
+    d.finish_revision()
+}
+
+/// `<owner>-prune-<digest[:10]>`: deterministic, so a restarted operator finds the Job it
+/// created instead of starting a second one.
+pub fn prune_job_name(owner: &str, locations: &[String]) -> String {
+    revision_object_name(owner, COMPONENT, &locations_digest(locations))
+}
+
+/// The Job deleting `locations`, owned by `owner` and labelled `owner_label=<owner>`.
+pub fn prune_job<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    owner_label: &str,
+    locations: &[String],
+    runtime_image: &str,
+) -> Result<Job> {
+    let name = name_of(owner)?;
+    let namespace = namespace_of(owner)?;
+    let locations = normalized(locations);
+    let mut claims = ClaimMounts::default();
+    let mut args = vec!["prune".to_owned()];
+    for location in &locations {
+        // A location another pod reported as `/pvc/<claim>/…` needs that claim, writable.
+        if let Some(rest) = location.strip_prefix(&format!("{PVC_ROOT}/"))
+            && let Some((claim, _)) = rest.split_once('/')
+        {
+            claims.claim(claim, true);
+        }
+        args.extend(["--location".to_owned(), location.clone()]);
+    }
+    args.extend(["--result-path".to_owned(), RESULT_PATH.to_owned()]);
+    let (volumes, mounts) = claims.volumes_and_mounts();
+    let digest = locations_digest(&locations);
+    let labels = BTreeMap::from([
+        (owner_label.to_owned(), super::label_value(&name)),
+        (LABEL_REVISION.to_owned(), digest.clone()),
+        (LABEL_COMPONENT.to_owned(), COMPONENT.to_owned()),
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+    ]);
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(revision_object_name(&name, COMPONENT, &digest)),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![controller_ref(owner)?]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(PRUNE_BACKOFF_LIMIT),
+            active_deadline_seconds: Some(PRUNE_DEADLINE_SECONDS),
+            ttl_seconds_after_finished: Some(PRUNE_TTL_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: super::job_pod_annotations(owner)?,
+                    ..Default::default()
+                }),
+                // No GPUs and no placement: deleting runs anywhere the volumes attach.
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    security_context: Some(restricted_pod_security()),
+                    volumes: Some(volumes),
+                    containers: vec![Container {
+                        name: "prune".to_owned(),
+                        image: Some(runtime_image.to_owned()),
+                        command: Some(vec!["hybrid-runtime".to_owned()]),
+                        args: Some(args),
+                        resources: compute_resources(Some(PRUNE_CPU), Some(PRUNE_MEMORY), "", 0),
+                        volume_mounts: Some(mounts),
+                        termination_message_path: Some(RESULT_PATH.to_owned()),
+                        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+                        security_context: Some(restricted_container_security()),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::LABEL_CORPUS;
+    use crate::build::fixtures::*;
+
+    #[test]
+    fn prune_job_mounts_the_claims_of_its_locations_writable() {
+        let c = corpus(FINANCE_CORPUS);
+        let locations = vec![
+            "file:///pvc/hybrid-artifacts/indexes/b.tar.gz".to_owned(),
+            "/pvc/hybrid-artifacts/indexes/a.tar.gz".to_owned(),
+            "s3://bucket/indexes/c.tar.gz".to_owned(),
+            "/pvc/hybrid-artifacts/indexes/a.tar.gz".to_owned(),
+        ];
+        let job = prune_job(&c, LABEL_CORPUS, &locations, "rt:1").expect("job");
+        let name = job.metadata.name.clone().expect("name");
+        assert!(name.starts_with("finance-notes-prune-"), "{name}");
+        assert_eq!(name, prune_job_name("finance-notes", &locations));
+        let labels = job.metadata.labels.clone().expect("labels");
+        assert_eq!(labels["app.kubernetes.io/component"], "prune");
+        assert_eq!(labels[LABEL_CORPUS], "finance-notes");
+        let spec = job.spec.expect("spec");
+        assert_eq!(spec.ttl_seconds_after_finished, Some(PRUNE_TTL_SECONDS));
+        let pod = spec.template.spec.expect("pod");
+        let c0 = &pod.containers[0];
+        assert_eq!(
+            c0.args.clone().expect("args"),
+            [
+                "prune",
+                "--location",
+                "/pvc/hybrid-artifacts/indexes/a.tar.gz",
+                "--location",
+                "/pvc/hybrid-artifacts/indexes/b.tar.gz",
+                "--location",
+                "s3://bucket/indexes/c.tar.gz",
+                "--result-path",
+                "/dev/termination-log",
+            ],
+            "sorted, file:// stripped, duplicates dropped"
+        );
+        let mounts = c0.volume_mounts.clone().expect("mounts");
+        assert_eq!(mounts.len(), 1, "{mounts:?}");
+        assert_eq!(mounts[0].mount_path, "/pvc/hybrid-artifacts");
+        assert_eq!(mounts[0].read_only, Some(false));
+        let volumes = pod.volumes.expect("volumes");
+        assert_eq!(
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .map(|p| p.claim_name.as_str()),
+            Some("hybrid-artifacts")
+        );
+    }
+
+    #[test]
+    fn the_name_depends_on_the_set_not_its_order() {
+        let a = vec!["/pvc/x/i/1".to_owned(), "/pvc/x/i/2".to_owned()];
+        let b = vec!["file:///pvc/x/i/2".to_owned(), "/pvc/x/i/1".to_owned()];
+        let c = vec!["/pvc/x/i/1".to_owned()];
+        assert_eq!(prune_job_name("c", &a), prune_job_name("c", &b));
+        assert_ne!(prune_job_name("c", &a), prune_job_name("c", &c));
+    }
+}

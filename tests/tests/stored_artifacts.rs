@@ -1,0 +1,312 @@
+//! Stored revisions end to end: the real `hybrid-operator` binary (as the chart's
+//! ServiceAccount) deletes index archives that fall out of `retainRevisions`, guards a Corpus
+//! that has stored revisions with the `hybrid.dev/stored-artifacts` finalizer, deletes its
+//! revisions when it is deleted (never one another Corpus still lists), and lets it go with a
+//! Warning when the prune Job fails.
+//!
+//! Index Job results are simulated as in `operator_lifecycle.rs` (KWOK termination messages
+//! through `hybrid.dev/job-pod-annotations`). KWOK pods run nothing, so the test plays the
+//! kubelet once: it runs the real `hybrid-runtime prune` with the prune Job's own arguments, the
+//! claim's mount `/pvc/hybrid-artifacts` mapped to a temporary directory, and checks that exactly
+//! the dropped archive is gone.
+#![cfg(feature = "e2e")]
+
+use anyhow::{Context as _, Result, bail};
+use hybrid_crds::Corpus;
+use hybrid_e2e::autoscale::runtime_binary;
+use hybrid_e2e::operator::{
+    AuditLog, Operator, bound_claims, delete_volumes, install_chart_rbac, kwok_result,
+    operator_writes, set_job_pod_annotations,
+};
+use hybrid_e2e::{Check, TestNamespace, client, poll};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Event};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use serde_json::json;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(120);
+const FINALIZER: &str = "hybrid.dev/stored-artifacts";
+const ARCHIVES: &str = "/pvc/hybrid-artifacts/indexes";
+
+fn location(revision: &str) -> String {
+    format!("{ARCHIVES}/{revision}.tar.gz")
+}
+
+fn index_result(revision: &str) -> serde_json::Value {
+    json!({"kind": "IndexResult", "revision": revision, "documents": 1, "chunks": 2,
+        "reused": 0, "reembedded": 2, "durationSeconds": 1.0, "location": location(revision)})
+}
+
+fn corpus_yaml(name: &str, config_map: &str) -> String {
+    format!(
+        "apiVersion: hybrid.dev/v1alpha1\nkind: Corpus\nmetadata: {{name: {name}}}\n\
+         spec:\n  sources:\n  - configMap: {{name: {config_map}}}\n\
+         \x20 embedding: {{model: pvc://hybrid-models/all-MiniLM-L6-v2, dimensions: 384}}\n\
+         \x20 vectorStore: {{embedded: {{storage: pvc://hybrid-artifacts/indexes}}}}\n\
+         \x20 retainRevisions: 1\n"
+    )
+}
+
+fn config_map_yaml(name: &str, text: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata:\n  rates.md: \"{text}\"\n"
+    )
+}
+
+/// Waits for `revision` active, and returns the Corpus.
+async fn wait_active(api: &Api<Corpus>, name: &str, revision: &str) -> Result<Corpus> {
+    poll(
+        &format!("Corpus {name} active revision {revision}"),
+        WAIT,
+        || async {
+            let c = api.get(name).await?;
+            let active = c
+                .status
+                .as_ref()
+                .and_then(|s| s.active_revision.as_ref())
+                .map(|a| a.revision.clone());
+            Ok(if active.as_deref() == Some(revision) {
+                Check::Done(c)
+            } else {
+                Check::Waiting(format!("active {active:?}"))
+            })
+        },
+    )
+    .await
+}
+
+/// The `--location` arguments of a prune Job.
+fn prune_locations(job: &Job) -> Vec<String> {
+    let args = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default();
+    args.windows(2)
+        .filter(|w| w[0] == "--location")
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+async fn prune_jobs(ns: &TestNamespace, corpus: &str) -> Result<Vec<Job>> {
+    Ok(ns
+        .api::<Job>()
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/component=prune,hybrid.dev/corpus={corpus}"
+        )))
+        .await?
+        .items)
+}
+
+/// Waits until the Corpus is gone (its finalizer released).
+async fn wait_gone(api: &Api<Corpus>, name: &str) -> Result<()> {
+    poll(&format!("Corpus {name} deleted"), WAIT, || async {
+        Ok(match api.get_opt(name).await? {
+            None => Check::Done(()),
+            Some(c) => Check::Waiting(format!(
+                "finalizers {:?}, deletionTimestamp {:?}",
+                c.metadata.finalizers, c.metadata.deletion_timestamp
+            )),
+        })
+    })
+    .await
+}
+
+/// Waits for an Event with `reason` on the Corpus `name`, and returns its note.
+async fn wait_event(ns: &TestNamespace, name: &str, reason: &str) -> Result<String> {
+    let events: Api<Event> = ns.api();
+    poll(&format!("Event {reason} on {name}"), WAIT, || async {
+        let list = events.list(&ListParams::default()).await?;
+        let found = list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.involved_object.name.as_deref() == Some(name)
+                && e.involved_object.kind.as_deref() == Some("Corpus")
+        });
+        Ok(match found {
+            Some(e) => Check::Done(e.message.unwrap_or_default()),
+            None => Check::Waiting("no such Event yet".into()),
+        })
+    })
+    .await
+}
+
+/// A directory standing in for the claim's volume, removed at the end.
+struct Volume(std::path::PathBuf);
+
+impl Volume {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the real `hybrid-runtime prune` with `job`'s arguments, `/pvc/hybrid-artifacts` mapped
+/// to `volume`.
+fn run_prune_job(job: &Job, volume: &std::path::Path) -> Result<serde_json::Value> {
+    let args = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.args.clone())
+        .context("prune Job has no args")?;
+    let result = volume.join("termination-log");
+    let mapped: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a == "/dev/termination-log" {
+                result.display().to_string()
+            } else {
+                a.replace("/pvc/hybrid-artifacts", &volume.display().to_string())
+            }
+        })
+        .collect();
+    let out = std::process::Command::new(runtime_binary()?)
+        .args(&mapped)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "hybrid-runtime {mapped:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_str(&std::fs::read_to_string(result)?)?)
+}
+
+#[tokio::test]
+async fn dropped_revisions_are_pruned_and_a_deleted_corpus_takes_its_own_with_it() -> Result<()> {
+    let client = client().await?;
+    hybrid_e2e::install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "op-artifacts").await?;
+    let n = ns.name().to_owned();
+    let kubeconfig = install_chart_rbac(&n)?;
+    bound_claims(&ns, &["hybrid-models", "hybrid-artifacts"]).await?;
+    let audit = AuditLog::open()?;
+    let corpora: Api<Corpus> = ns.api();
+    let config_maps: Api<ConfigMap> = ns.api();
+
+    ns.apply_yaml(&config_map_yaml("rates-docs", "rate 4.50%"))
+        .await?;
+    ns.apply_yaml(&corpus_yaml("rates", "rates-docs")).await?;
+    set_job_pod_annotations(&n, "corpus", "rates", &kwok_result(&index_result("ix-1")))?;
+    let mut op = Operator::start(&kubeconfig, &n)?;
+
+    // 1. The first stored revision puts the finalizer on.
+    let c = wait_active(&corpora, "rates", "ix-1").await?;
+    assert!(
+        c.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER)),
+        "finalizers: {:?}",
+        c.metadata.finalizers
+    );
+
+    // 2. A second revision: ix-1 is retained (retainRevisions: 1), nothing is pruned.
+    let mark = audit.mark()?;
+    set_job_pod_annotations(&n, "corpus", "rates", &kwok_result(&index_result("ix-2")))?;
+    let edit = |text: &'static str| {
+        let config_maps = config_maps.clone();
+        async move {
+            config_maps
+                .patch(
+                    "rates-docs",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"data": {"rates.md": text}})),
+                )
+                .await
+        }
+    };
+    edit("rate 4.25%").await?;
+    let c = wait_active(&corpora, "rates", "ix-2").await?;
+    let previous: Vec<String> = c
+        .status
+        .unwrap_or_default()
+        .previous_revisions
+        .into_iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(previous, ["ix-1"]);
+    let pruned: Vec<String> = operator_writes(&audit, mark, &n)?
+        .into_iter()
+        .filter(|w| w.starts_with("create jobs") && w.contains("-prune-"))
+        .collect();
+    assert!(pruned.is_empty(), "nothing left the history: {pruned:?}");
+
+    // 3. A third: ix-1 leaves the history, and one prune Job deletes exactly its archive.
+    set_job_pod_annotations(&n, "corpus", "rates", &kwok_result(&index_result("ix-3")))?;
+    edit("rate 4.00%").await?;
+    wait_active(&corpora, "rates", "ix-3").await?;
+    let jobs = poll("prune Job of ix-1", WAIT, || async {
+        let jobs = prune_jobs(&ns, "rates").await?;
+        Ok(if jobs.is_empty() {
+            Check::Waiting("none yet".into())
+        } else {
+            Check::Done(jobs)
+        })
+    })
+    .await?;
+    assert_eq!(jobs.len(), 1, "one prune Job");
+    assert_eq!(prune_locations(&jobs[0]), [location("ix-1")]);
+    // Its pod would see the archives through the claim: run it on a copy of that volume.
+    let volume_dir = std::env::temp_dir().join(format!("hybrid-e2e-artifacts-{n}"));
+    let _ = std::fs::remove_dir_all(&volume_dir);
+    std::fs::create_dir_all(volume_dir.join("indexes"))?;
+    let volume = Volume(volume_dir);
+    for rev in ["ix-1", "ix-2", "ix-3"] {
+        std::fs::write(
+            volume.path().join(format!("indexes/{rev}.tar.gz")),
+            rev.as_bytes(),
+        )?;
+    }
+    let result = run_prune_job(&jobs[0], volume.path())?;
+    assert_eq!(result["kind"], "PruneResult", "{result}");
+    assert_eq!(result["deleted"], 1, "{result}");
+    assert!(!volume.path().join("indexes/ix-1.tar.gz").exists());
+    assert!(volume.path().join("indexes/ix-2.tar.gz").exists());
+    assert!(volume.path().join("indexes/ix-3.tar.gz").exists());
+
+    // 4. A twin Corpus with the same inputs shares revision ix-3. Deleting `rates` deletes
+    //    only ix-2 (its own), then lets the Corpus go.
+    ns.apply_yaml(&corpus_yaml("twin", "rates-docs")).await?;
+    set_job_pod_annotations(&n, "corpus", "twin", &kwok_result(&index_result("ix-3")))?;
+    wait_active(&corpora, "twin", "ix-3").await?;
+    corpora.delete("rates", &DeleteParams::default()).await?;
+    wait_gone(&corpora, "rates").await?;
+    let note = wait_event(&ns, "rates", "ArtifactsDeleted").await?;
+    assert!(note.contains(&location("ix-2")), "{note}");
+    assert!(
+        !note.contains("ix-3"),
+        "the twin's revision is kept: {note}"
+    );
+
+    // 5. A prune Job that fails (KWOK fails its pods): the Corpus is still deleted, and a
+    //    Warning names what was left in storage.
+    set_job_pod_annotations(
+        &n,
+        "corpus",
+        "twin",
+        &json!({"hybrid.dev/kwok-fail": "Error", "hybrid.dev/kwok-exit-code": "1"}),
+    )?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the annotation's own reconcile
+    corpora.delete("twin", &DeleteParams::default()).await?;
+    wait_gone(&corpora, "twin").await?;
+    let note = wait_event(&ns, "twin", "PruneFailed").await?;
+    assert!(note.contains(&location("ix-3")), "{note}");
+
+    if !op.running() {
+        bail!("operator exited; see {}", op.log.display());
+    }
+    op.kill()?;
+    delete_volumes(&client, &n).await;
+    Ok(())
+}
