@@ -151,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
             adapter::run(ctx.clone()),
             servingpolicy::run(ctx.clone()),
             hybridmodel::run(ctx.clone()),
+            hybrid_operator::prune::report_retention_jobs(ctx.clone()),
             autoscaling,
         );
     };

@@ -16,21 +16,26 @@
 //! two resources can share one. A location another Corpus or Adapter still lists, in any
 //! namespace, is never deleted.
 
-use crate::build::prune_job::{normalized, prune_job, prune_job_name};
+use crate::build::prune_job::{
+    COMPONENT, LABEL_PRUNE_FOR, PruneFor, normalized, prune_job, prune_job_name,
+};
 use crate::build::{LABEL_ADAPTER, LABEL_CORPUS, name_of, namespace_of};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobPhase};
+use futures::StreamExt;
 use hybrid_crds::{Adapter, AdapterStatus, Corpus, CorpusStatus};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// On every Corpus and Adapter that has stored (or is storing) a revision.
@@ -149,13 +154,20 @@ pub async fn prune<K: Stored>(
     ctx: &Context,
     obj: &K,
     locations: Vec<String>,
+    purpose: PruneFor,
 ) -> Result<Option<String>> {
     let locations = not_listed_elsewhere(ctx, obj, locations).await?;
     if locations.is_empty() {
         return Ok(None);
     }
     let ns = namespace_of(obj)?;
-    let job = prune_job(obj, K::OWNER_LABEL, &locations, &ctx.settings.runtime_image)?;
+    let job = prune_job(
+        obj,
+        K::OWNER_LABEL,
+        &locations,
+        &ctx.settings.runtime_image,
+        purpose,
+    )?;
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     if jobs_api.get_opt(&name).await?.is_none() {
@@ -242,7 +254,7 @@ pub async fn track<K: Stored>(
     }
     let gone = dropped(before, after);
     if !gone.is_empty() {
-        prune(ctx, obj, gone).await?;
+        prune(ctx, obj, gone, PruneFor::Retention).await?;
     }
     Ok(())
 }
@@ -263,7 +275,7 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
             K::OWNER_LABEL,
             crate::build::label_value(&owner),
             crate::build::LABEL_COMPONENT,
-            crate::build::prune_job::COMPONENT
+            COMPONENT
         )))
         .await?;
     for job in &running.items {
@@ -279,7 +291,7 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
     }
     let job_name = prune_job_name(&owner, &locations);
     let Some(job) = jobs_api.get_opt(&job_name).await? else {
-        return match prune(ctx, obj, locations.clone()).await {
+        return match prune(ctx, obj, locations.clone(), PruneFor::Deletion).await {
             Ok(_) => Ok(Action::requeue(FINALIZE_POLL)),
             // The whole namespace is being deleted: no Job can be created in it any more.
             Err(Error::Kube(kube::Error::Api(status)))
@@ -325,10 +337,7 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
             ctx.metrics.job_finished("prune", false, &ns, &owner);
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
             let state = jobs::terminated(&pods, &job_name, "prune").await?;
-            let why = jobs::failure_message(state.as_ref(), "prune", |m| {
-                let v: serde_json::Value = serde_json::from_str(m).ok()?;
-                v.get("message")?.as_str().map(str::to_owned)
-            });
+            let why = jobs::failure_message(state.as_ref(), "prune", runtime_error_message);
             ctx.event(
                 obj,
                 true,
@@ -344,6 +353,120 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
             Ok(Action::await_change())
         }
     }
+}
+
+/// Reports how retention prune Jobs end, since nothing waits for them: the jobs-finished metric,
+/// and on failure a Warning `PruneFailed` Event on the owner naming the pod's reason and the
+/// locations left in storage (they are no longer listed anywhere, so this is the only trace).
+/// Each Job is reported once per process; a restarted operator may repeat the Event of a Job
+/// that failed within its TTL. Deletion prune Jobs are reported by `finalize`.
+pub async fn report_retention_jobs(ctx: Arc<Context>) {
+    let jobs = Api::<Job>::all(ctx.client.clone());
+    let selector = format!(
+        "{}={COMPONENT},{LABEL_PRUNE_FOR}={},{}={}",
+        crate::build::LABEL_COMPONENT,
+        PruneFor::Retention.label(),
+        crate::build::LABEL_MANAGED_BY,
+        crate::build::MANAGED_BY
+    );
+    let reported = std::sync::Mutex::new(BTreeSet::<String>::new());
+    let ctx = &ctx;
+    let reported = &reported;
+    watcher(jobs, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .applied_objects()
+        .for_each(|job| async move {
+            let job = match job {
+                Ok(job) => job,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching prune Jobs");
+                    return;
+                }
+            };
+            let succeeded = match jobs::job_phase(&job) {
+                JobPhase::Running => return,
+                JobPhase::Succeeded => true,
+                JobPhase::Failed => false,
+            };
+            let uid = job.metadata.uid.clone().unwrap_or_default();
+            if !reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(uid)
+            {
+                return;
+            }
+            report(ctx, &job, succeeded).await;
+        })
+        .await;
+}
+
+async fn report(ctx: &Context, job: &Job, succeeded: bool) {
+    let ns = job.namespace().unwrap_or_default();
+    let Some(owner) = job
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+    else {
+        return;
+    };
+    let kind = if owner.kind == "Corpus" {
+        "Corpus"
+    } else {
+        "Adapter"
+    };
+    ctx.metrics
+        .job_finished("prune", succeeded, &ns, &owner.name);
+    if succeeded {
+        return;
+    }
+    let name = job.name_any();
+    let locations: Vec<String> = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default()
+        .windows(2)
+        .filter(|w| w[0] == "--location")
+        .map(|w| w[1].clone())
+        .collect();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let state = jobs::terminated(&pods, &name, "prune").await.ok().flatten();
+    let why = jobs::failure_message(state.as_ref(), "prune", runtime_error_message);
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "PruneFailed".to_owned(),
+        note: Some(
+            format!(
+                "prune Job {name} failed ({why}); these revisions left the retained history but are still in storage: {}",
+                locations.join(", ")
+            )
+            .chars()
+            .take(1000)
+            .collect(),
+        ),
+        action: "Prune".to_owned(),
+        secondary: None,
+    };
+    let reference = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(owner.api_version.clone()),
+        kind: Some(kind.to_owned()),
+        name: Some(owner.name.clone()),
+        namespace: Some(ns),
+        uid: Some(owner.uid.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        tracing::warn!(error = %e, job = name, "publishing the PruneFailed Event failed");
+    }
+}
+
+/// The `message` of the runtime's `PruneError` result.
+fn runtime_error_message(message: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(message).ok()?;
+    v.get("message")?.as_str().map(str::to_owned)
 }
 
 /// The resource is being deleted: its reconcile runs `finalize` and nothing else.

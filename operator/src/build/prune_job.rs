@@ -29,6 +29,25 @@ const PRUNE_BACKOFF_LIMIT: i32 = 2;
 pub const PRUNE_TTL_SECONDS: i32 = 600;
 /// Value of the component label on prune Jobs.
 pub const COMPONENT: &str = "prune";
+/// Why a prune Job runs: `retention` (revisions left the history) or `deletion` (the owner is
+/// being deleted; its finalizer reports the outcome).
+pub const LABEL_PRUNE_FOR: &str = "hybrid.dev/prune-for";
+
+/// What a prune Job is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PruneFor {
+    Retention,
+    Deletion,
+}
+
+impl PruneFor {
+    pub fn label(self) -> &'static str {
+        match self {
+            PruneFor::Retention => "retention",
+            PruneFor::Deletion => "deletion",
+        }
+    }
+}
 
 /// The locations as the runtime takes them, sorted and without duplicates: the Job's name is
 /// derived from them, so the same set always maps to the same Job.
@@ -63,6 +82,7 @@ pub fn prune_job<K: Resource<DynamicType = ()>>(
     owner_label: &str,
     locations: &[String],
     runtime_image: &str,
+    purpose: PruneFor,
 ) -> Result<Job> {
     let name = name_of(owner)?;
     let namespace = namespace_of(owner)?;
@@ -85,6 +105,7 @@ pub fn prune_job<K: Resource<DynamicType = ()>>(
         (owner_label.to_owned(), super::label_value(&name)),
         (LABEL_REVISION.to_owned(), digest.clone()),
         (LABEL_COMPONENT.to_owned(), COMPONENT.to_owned()),
+        (LABEL_PRUNE_FOR.to_owned(), purpose.label().to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
     ]);
     Ok(Job {
@@ -146,13 +167,15 @@ mod tests {
             "s3://bucket/indexes/c.tar.gz".to_owned(),
             "/pvc/hybrid-artifacts/indexes/a.tar.gz".to_owned(),
         ];
-        let job = prune_job(&c, LABEL_CORPUS, &locations, "rt:1").expect("job");
+        let job =
+            prune_job(&c, LABEL_CORPUS, &locations, "rt:1", PruneFor::Retention).expect("job");
         let name = job.metadata.name.clone().expect("name");
         assert!(name.starts_with("finance-notes-prune-"), "{name}");
         assert_eq!(name, prune_job_name("finance-notes", &locations));
         let labels = job.metadata.labels.clone().expect("labels");
         assert_eq!(labels["app.kubernetes.io/component"], "prune");
         assert_eq!(labels[LABEL_CORPUS], "finance-notes");
+        assert_eq!(labels[LABEL_PRUNE_FOR], "retention");
         let spec = job.spec.expect("spec");
         assert_eq!(spec.ttl_seconds_after_finished, Some(PRUNE_TTL_SECONDS));
         let pod = spec.template.spec.expect("pod");
