@@ -12,7 +12,7 @@
 #![cfg(feature = "e2e")]
 
 use anyhow::{Context as _, Result, bail};
-use hybrid_crds::Corpus;
+use hybrid_crds::{Adapter, Corpus};
 use hybrid_e2e::autoscale::runtime_binary;
 use hybrid_e2e::operator::{
     AuditLog, Operator, bound_claims, delete_volumes, install_chart_rbac, kwok_result,
@@ -27,6 +27,9 @@ use serde_json::json;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
+/// Every operator watches every namespace, so two tests of this file running at once would each
+/// see the other's operator prune, finalize and write Events too: they take turns.
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const FINALIZER: &str = "hybrid.dev/stored-artifacts";
 const ARCHIVES: &str = "/pvc/hybrid-artifacts/indexes";
 
@@ -102,29 +105,33 @@ async fn prune_jobs(ns: &TestNamespace, corpus: &str) -> Result<Vec<Job>> {
         .items)
 }
 
-/// Waits until the Corpus is gone (its finalizer released).
-async fn wait_gone(api: &Api<Corpus>, name: &str) -> Result<()> {
-    poll(&format!("Corpus {name} deleted"), WAIT, || async {
+/// Waits until the object is gone (its finalizer released).
+async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    poll(&format!("{name} deleted"), WAIT, || async {
         Ok(match api.get_opt(name).await? {
             None => Check::Done(()),
             Some(c) => Check::Waiting(format!(
                 "finalizers {:?}, deletionTimestamp {:?}",
-                c.metadata.finalizers, c.metadata.deletion_timestamp
+                c.meta().finalizers,
+                c.meta().deletion_timestamp
             )),
         })
     })
     .await
 }
 
-/// Waits for an Event with `reason` on the Corpus `name`, and returns its note.
-async fn wait_event(ns: &TestNamespace, name: &str, reason: &str) -> Result<String> {
+/// Waits for an Event with `reason` on the `kind` named `name`, and returns its note.
+async fn wait_event(ns: &TestNamespace, kind: &str, name: &str, reason: &str) -> Result<String> {
     let events: Api<Event> = ns.api();
     poll(&format!("Event {reason} on {name}"), WAIT, || async {
         let list = events.list(&ListParams::default()).await?;
         let found = list.items.into_iter().find(|e| {
             e.reason.as_deref() == Some(reason)
                 && e.involved_object.name.as_deref() == Some(name)
-                && e.involved_object.kind.as_deref() == Some("Corpus")
+                && e.involved_object.kind.as_deref() == Some(kind)
         });
         Ok(match found {
             Some(e) => Check::Done(e.message.unwrap_or_default()),
@@ -184,6 +191,7 @@ fn run_prune_job(job: &Job, volume: &std::path::Path) -> Result<serde_json::Valu
 
 #[tokio::test]
 async fn dropped_revisions_are_pruned_and_a_deleted_corpus_takes_its_own_with_it() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
     let client = client().await?;
     hybrid_e2e::install_crds(&client).await?;
     let ns = TestNamespace::create(&client, "op-artifacts").await?;
@@ -282,7 +290,7 @@ async fn dropped_revisions_are_pruned_and_a_deleted_corpus_takes_its_own_with_it
     wait_active(&corpora, "twin", "ix-3").await?;
     corpora.delete("rates", &DeleteParams::default()).await?;
     wait_gone(&corpora, "rates").await?;
-    let note = wait_event(&ns, "rates", "ArtifactsDeleted").await?;
+    let note = wait_event(&ns, "Corpus", "rates", "ArtifactsDeleted").await?;
     assert!(note.contains(&location("ix-2")), "{note}");
     assert!(
         !note.contains("ix-3"),
@@ -300,8 +308,91 @@ async fn dropped_revisions_are_pruned_and_a_deleted_corpus_takes_its_own_with_it
     tokio::time::sleep(Duration::from_secs(2)).await; // the annotation's own reconcile
     corpora.delete("twin", &DeleteParams::default()).await?;
     wait_gone(&corpora, "twin").await?;
-    let note = wait_event(&ns, "twin", "PruneFailed").await?;
+    let note = wait_event(&ns, "Corpus", "twin", "PruneFailed").await?;
     assert!(note.contains(&location("ix-3")), "{note}");
+
+    if !op.running() {
+        bail!("operator exited; see {}", op.log.display());
+    }
+    op.kill()?;
+    delete_volumes(&client, &n).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_adapter_takes_its_adapter_directory_with_it() -> Result<()> {
+    let _turn = ONE_OPERATOR.lock().await;
+    let client = client().await?;
+    hybrid_e2e::install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "op-artifacts-adapter").await?;
+    let n = ns.name().to_owned();
+    let kubeconfig = install_chart_rbac(&n)?;
+    bound_claims(&ns, &["hybrid-models", "hybrid-artifacts"]).await?;
+    let audit = AuditLog::open()?;
+    let adapters: Api<Adapter> = ns.api();
+
+    ns.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tone}\ndata:\n  train.jsonl: \
+         '{\"messages\": [{\"role\": \"user\", \"content\": \"Rates?\"}, \
+         {\"role\": \"assistant\", \"content\": \"4.25%. Not advice.\"}]}'\n",
+    )
+    .await?;
+    ns.apply_yaml(
+        "apiVersion: hybrid.dev/v1alpha1\nkind: Adapter\nmetadata: {name: tone}\nspec:\n\
+         \x20 baseModel: {source: pvc://hybrid-models/SmolLM2-135M-Instruct.Q4_1.gguf, format: gguf}\n\
+         \x20 dataset:\n  - configMap: {name: tone}\n\
+         \x20 trainer: {builtin: {}}\n\
+         \x20 resources: {gpus: 1, gpuResourceName: nvidia.com/gpu}\n\
+         \x20 tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]\n\
+         \x20 output: {storage: pvc://hybrid-artifacts/adapters}\n",
+    )
+    .await?;
+    let artifact = "/pvc/hybrid-artifacts/adapters/ad-1";
+    set_job_pod_annotations(
+        &n,
+        "adapter",
+        "tone",
+        &kwok_result(&json!({"kind": "TrainResult", "revision": "ad-1",
+            "artifactUri": format!("file://{artifact}"), "finalLoss": 1.2, "evalLoss": null,
+            "steps": 10, "tokensPerSecond": 900.0, "durationSeconds": 30.0})),
+    )?;
+    let mut op = Operator::start(&kubeconfig, &n)?;
+
+    let adapter = poll("Adapter tone trained", WAIT, || async {
+        let a = adapters.get("tone").await?;
+        let active = a
+            .status
+            .as_ref()
+            .and_then(|s| s.active_revision.as_ref())
+            .map(|r| r.revision.clone());
+        Ok(if active.as_deref() == Some("ad-1") {
+            Check::Done(a)
+        } else {
+            Check::Waiting(format!("active {active:?}"))
+        })
+    })
+    .await?;
+    assert!(
+        adapter
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER)),
+        "finalizers: {:?}",
+        adapter.metadata.finalizers
+    );
+
+    let mark = audit.mark()?;
+    adapters.delete("tone", &DeleteParams::default()).await?;
+    wait_gone(&adapters, "tone").await?;
+    let note = wait_event(&ns, "Adapter", "tone", "ArtifactsDeleted").await?;
+    assert!(note.contains(artifact), "{note}");
+    // The Job went with its owner (garbage collection); the audit log saw it created.
+    let created: Vec<String> = operator_writes(&audit, mark, &n)?
+        .into_iter()
+        .filter(|w| w.starts_with("create jobs") && w.contains("tone-prune-"))
+        .collect();
+    assert_eq!(created.len(), 1, "one prune Job: {created:?}");
 
     if !op.running() {
         bail!("operator exited; see {}", op.log.display());
