@@ -297,19 +297,8 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
             Err(Error::Kube(kube::Error::Api(status)))
                 if status.code == 403 && status.message.contains("terminat") =>
             {
-                ctx.event(
-                    obj,
-                    true,
-                    "PruneFailed",
-                    "Finalize",
-                    format!(
-                        "namespace {ns} is being deleted, so no prune Job can run; these stored revisions are left in storage: {}",
-                        locations.join(", ")
-                    ),
-                )
-                .await;
-                release(api, obj).await?;
-                Ok(Action::await_change())
+                let why = format!("namespace {ns} is being deleted, so no prune Job can run");
+                let_go(ctx, api, obj, &why, &locations).await
             }
             Err(e) => Err(e),
         };
@@ -338,21 +327,34 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
             let state = jobs::terminated(&pods, &job_name, "prune").await?;
             let why = jobs::failure_message(state.as_ref(), "prune", runtime_error_message);
-            ctx.event(
-                obj,
-                true,
-                "PruneFailed",
-                "Finalize",
-                format!(
-                    "prune Job {job_name} failed ({why}); these stored revisions are left in storage: {}",
-                    locations.join(", ")
-                ),
-            )
-            .await;
-            release(api, obj).await?;
-            Ok(Action::await_change())
+            let why = format!("prune Job {job_name} failed ({why})");
+            let_go(ctx, api, obj, &why, &locations).await
         }
     }
+}
+
+/// Releases the finalizer without deleting `locations`, with a Warning saying why and what is
+/// left in storage.
+async fn let_go<K: Stored>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+    why: &str,
+    locations: &[String],
+) -> Result<Action> {
+    ctx.event(
+        obj,
+        true,
+        "PruneFailed",
+        "Finalize",
+        format!(
+            "{why}; these stored revisions are left in storage: {}",
+            locations.join(", ")
+        ),
+    )
+    .await;
+    release(api, obj).await?;
+    Ok(Action::await_change())
 }
 
 /// Reports how retention prune Jobs end, since nothing waits for them: the jobs-finished metric,
