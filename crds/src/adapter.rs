@@ -4,6 +4,7 @@ use crate::common::{
     ComputeResources, Conditions, DataSource, JobRecord, ModelSource, Placement, Progress,
     RetryState, StorageLocation,
 };
+use crate::corpus::{HttpSourceState, SourceScan};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -42,9 +43,19 @@ pub struct AdapterSpec {
     /// same `source`, otherwise it is Stalled with reason BaseModelMismatch.
     pub base_model: ModelSource,
     /// Training examples: JSONL files with one `{"messages":[{"role":..,"content":..},..]}` chat
-    /// per line. Loss is computed on assistant turns only.
+    /// per line. Loss is computed on assistant turns only. ConfigMap datasets are digested by
+    /// their contents; HTTP datasets by the body the operator fetches; PVC datasets by a scan
+    /// Job's listing (path, size and modification time of each file).
     #[schemars(length(min = 1, max = 16))]
     pub dataset: Vec<DataSource>,
+    /// How often HTTP datasets are fetched again and PVC and S3 datasets scanned again to detect
+    /// changes, as a duration (`30s`, `15m`, `1h30m`; at least `10s`). A change trains a new
+    /// adapter revision; an unchanged dataset trains nothing. ConfigMap datasets are watched, so
+    /// edits to them are seen at once either way. Unset: datasets are read when the Adapter is
+    /// created or its spec changes, never periodically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub refresh_interval: Option<String>,
     /// `lora` trains on a float (dequantized) base; `qlora` keeps the frozen base quantized for the
     /// forward pass to save memory.
     #[serde(default)]
@@ -251,7 +262,7 @@ pub struct AdapterStatus {
     /// Generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Reconciling, Stalled and Trained.
+    /// Ready, Reconciling, Stalled, Trained and SourcesChecked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Conditions,
@@ -276,6 +287,14 @@ pub struct AdapterStatus {
     /// Failed attempts at the current training revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryState>,
+    /// The HTTP datasets as last fetched by the operator: their body digests are part of
+    /// `datasetDigest`, and their validators make the next check a conditional request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_sources: Vec<HttpSourceState>,
+    /// The last scan of the PVC and S3 datasets (a small Job listing their files). Its digest is
+    /// part of `datasetDigest`; the scan runs again every `refreshInterval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_scan: Option<SourceScan>,
 }
 
 /// One immutable, trained adapter.

@@ -2,14 +2,15 @@
 
 use crate::build::job_result::{TrainResult, parse_train_report};
 use crate::build::revision::{ConfigMaps, dataset_digest, training_revision};
+use crate::build::scan_job;
 use crate::build::train_job::{
     TrainJobInputs, image_trainer_artifact_uri, train_job, train_job_name,
 };
 use crate::build::{name_of, namespace_of};
 use crate::context::{Context, RESYNC, error_policy};
-use crate::corpus::requeue_at;
 use crate::error::{Error, Result};
 use crate::jobs::{self, Decision, Observed, Wanted};
+use crate::sources::{check_remote_sources, parse_refresh_interval};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
 use futures::StreamExt;
 use hybrid_crds::adapter::AdapterRevision;
@@ -25,6 +26,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const KIND: &str = "Adapter";
 
@@ -78,8 +80,77 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
         return crate::prune::finalize(&ctx, &adapters, &*adapter).await;
     }
 
-    let config_maps = read_config_maps(&ctx, &ns, &adapter).await?;
-    let revisions = dataset_digest(&adapter.spec.dataset, &config_maps)
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // Validate, then resolve: the ConfigMaps, HTTP bodies and scan digest that make up the
+    // dataset digest.
+    let resolved = match refresh_interval(&adapter.spec) {
+        Ok(refresh) => match read_config_maps(&ctx, &ns, &adapter).await {
+            Ok(config_maps) => check_remote_sources(
+                &ctx,
+                &*adapter,
+                &scan_job::ADAPTER,
+                &adapter.spec.dataset,
+                &jobs_api,
+                &current,
+                refresh,
+            )
+            .await
+            .map(|remote| (config_maps, remote)),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let (config_maps, remote) = match resolved {
+        Ok(r) => r,
+        Err(e) if !e.is_transient() => {
+            return stall(&ctx, &adapters, &adapter, &current, &e, &now).await;
+        }
+        Err(e) => return Err(e),
+    };
+    let uid = adapter.metadata.uid.clone().unwrap_or_default();
+    let refresh_wait = || ctx.refresh.wait(&uid, std::time::Instant::now());
+
+    let Some(digests) = remote.digests.clone() else {
+        // The revision cannot be known before the scan or the first fetch: say why, and wait.
+        let (reason, message) = remote.pending.clone().unwrap_or((
+            reasons::SOURCE_UNREADABLE,
+            "datasets not checked yet".to_owned(),
+        ));
+        let mut status = current.clone();
+        let generation = adapter.metadata.generation;
+        status.observed_generation = generation;
+        remote.apply_to(&mut status, generation, &now);
+        set_health(
+            &mut status.conditions,
+            &Health::reconciling(reason, message.clone()),
+            generation,
+            &now,
+        );
+        set_condition(
+            &mut status.conditions,
+            types::TRAINED,
+            false,
+            reason,
+            &message,
+            generation,
+            &now,
+        );
+        record(&ctx, &ns, &name, &status, &now);
+        if apply_status(&adapters, &*adapter, adapter.status.as_ref(), &status).await?
+            && let Some((reason, note)) = remote.event.clone()
+        {
+            ctx.event(&*adapter, true, reason, "CheckSources", note)
+                .await;
+        }
+        let wait = refresh_wait().unwrap_or(jobs::RUNNING_POLL);
+        return Ok(Action::requeue(if remote.scan_running {
+            wait.min(jobs::RUNNING_POLL)
+        } else {
+            wait
+        }));
+    };
+    let revisions = dataset_digest(&adapter.spec.dataset, &config_maps, &digests)
         .and_then(|ds| training_revision(&adapter.spec, &ds).map(|tr| (ds, tr)));
     let (dataset, revision) = match revisions {
         Ok(r) => r,
@@ -90,7 +161,6 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
     };
 
     let job_name = train_job_name(&name, &revision);
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let observed = observe(&ctx, &ns, &jobs_api, &adapter, &job_name, &revision).await?;
     let wanted = Wanted {
         revision: &revision,
@@ -113,7 +183,8 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
     };
     let decision = jobs::decide(&wanted, observed, now.0);
 
-    let mut action = Action::requeue(RESYNC);
+    // None: wait for a change (a watch event, or the next dataset check when one is planned).
+    let mut requeue = Some(RESYNC);
     let mut started = created;
     match &decision {
         Decision::CreateJob => {
@@ -151,35 +222,35 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
                 format!("training Job {job_name} started for training revision {revision}"),
             )
             .await;
-            action = Action::requeue(jobs::RUNNING_POLL);
+            requeue = Some(jobs::RUNNING_POLL);
         }
-        Decision::Running => action = Action::requeue(jobs::RUNNING_POLL),
+        Decision::Running => requeue = Some(jobs::RUNNING_POLL),
         Decision::DeleteCountedFailure => {
             jobs::delete(&jobs_api, &job_name).await?;
-            action = requeue_at(
+            requeue = Some(wait_until(
                 current
                     .retry
                     .as_ref()
                     .and_then(|r| r.next_attempt_at.as_ref()),
                 &now,
-            );
+            ));
         }
         Decision::Failed {
             next_attempt_at, ..
         } => {
-            action = match next_attempt_at {
-                Some(until) => requeue_at(Some(until), &now),
-                None => Action::await_change(),
-            };
+            requeue = next_attempt_at
+                .as_ref()
+                .map(|until| wait_until(Some(until), &now));
         }
-        Decision::WaitForRetry { until } => action = requeue_at(Some(until), &now),
-        Decision::Exhausted => action = Action::await_change(),
+        Decision::WaitForRetry { until } => requeue = Some(wait_until(Some(until), &now)),
+        Decision::Exhausted => requeue = None,
         Decision::UpToDate | Decision::Succeeded(_) => {}
     }
 
-    let (status, event) = next_status(
+    let (mut status, event) = next_status(
         &adapter, &current, &dataset, &revision, &job_name, &decision, started, finished, &now,
     );
+    remote.apply_to(&mut status, adapter.metadata.generation, &now);
     // Stored revisions: guarded by the finalizer; those leaving the history are deleted.
     crate::prune::track(
         &ctx,
@@ -205,6 +276,10 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
             ctx.event(&*adapter, warning, reason, "Reconcile", note)
                 .await;
         }
+        if let Some((reason, note)) = remote.event.clone() {
+            ctx.event(&*adapter, true, reason, "CheckSources", note)
+                .await;
+        }
     }
     match &decision {
         Decision::Failed {
@@ -216,7 +291,35 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
         }
         _ => {}
     }
-    Ok(action)
+    // A planned dataset check comes sooner than the resync (or than waiting for a change): a
+    // changed dataset is also what ends a spent retry budget.
+    let requeue = match (requeue, refresh_wait()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(requeue.map_or_else(Action::await_change, |wait| {
+        Action::requeue(wait.max(Duration::from_secs(1)))
+    }))
+}
+
+/// `spec.refreshInterval`, parsed; a malformed one is an invalid spec naming the field.
+fn refresh_interval(spec: &hybrid_crds::AdapterSpec) -> Result<Option<Duration>> {
+    spec.refresh_interval
+        .as_deref()
+        .map(parse_refresh_interval)
+        .transpose()
+        .map_err(Error::InvalidSpec)
+}
+
+/// Time until `until` (at least a second), or the first backoff when there is no time.
+fn wait_until(until: Option<&Time>, now: &Time) -> Duration {
+    match until {
+        Some(until) => {
+            let wait = until.0.duration_since(now.0).as_secs().max(1);
+            Duration::from_secs(wait as u64)
+        }
+        None => jobs::BASE_BACKOFF,
+    }
 }
 
 /// The alerts' per-object gauges (stalled, revision stale) from the status being written.

@@ -598,10 +598,6 @@ async fn observe(
     })
 }
 
-pub(crate) fn requeue_at(until: Option<&Time>, now: &Time) -> Action {
-    Action::requeue(wait_until(until, now))
-}
-
 /// Time until `until` (at least a second), or the first backoff when there is no time.
 fn wait_until(until: Option<&Time>, now: &Time) -> std::time::Duration {
     match until {

@@ -454,7 +454,32 @@ impl SourcesStatus for CorpusStatus {
     }
 }
 
-/// When each Corpus's HTTP and scanned sources are next due for a check, kept by this process
+impl SourcesStatus for hybrid_crds::AdapterStatus {
+    fn http_sources(&self) -> &[HttpSourceState] {
+        &self.http_sources
+    }
+    fn source_scan(&self) -> Option<&SourceScan> {
+        self.source_scan.as_ref()
+    }
+    fn conditions(&self) -> &Conditions {
+        &self.conditions
+    }
+    fn sources_mut(
+        &mut self,
+    ) -> (
+        &mut Vec<HttpSourceState>,
+        &mut Option<SourceScan>,
+        &mut Conditions,
+    ) {
+        (
+            &mut self.http_sources,
+            &mut self.source_scan,
+            &mut self.conditions,
+        )
+    }
+}
+
+/// When each Corpus's or Adapter's HTTP and scanned sources are next due for a check, kept by this process
 /// only. It is not status: recording every check there would write each Corpus every
 /// `refreshInterval` although nothing changed. After a restart, a Corpus whose stored digests
 /// still match its spec is first checked one `refreshInterval` later, so a restart alone starts

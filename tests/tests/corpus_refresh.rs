@@ -6,8 +6,7 @@
 //!
 //! Index Job results are simulated as in `operator_lifecycle.rs`: KWOK's
 //! `hybrid.dev/kwok-termination-message` through the Corpus's `hybrid.dev/job-pod-annotations`.
-//! (The PVC/S3 scan Job is covered by unit tests and `runtime/tests/scan.rs`: one Corpus
-//! annotation cannot give its scan and index Jobs different simulated results.)
+//! (The PVC/S3 scan Job, and Adapter datasets, are run end to end by `source_scan.rs`.)
 #![cfg(feature = "e2e")]
 
 use anyhow::{Result, bail};

@@ -119,10 +119,20 @@ pub fn corpus_content_revision(
     Ok(d.finish_revision())
 }
 
-/// Digest of an Adapter's dataset contents alone (reported in status and lineage).
-pub fn dataset_digest(sources: &[DataSource], config_maps: &ConfigMaps) -> Result<String> {
+/// Digest of an Adapter's dataset contents alone (reported in status and lineage): ConfigMap
+/// datasets by their documents, HTTP datasets by the body the operator fetched, PVC and S3
+/// datasets by the scan Job's listing. An Adapter with only ConfigMap datasets writes no remote
+/// field, so its digest (and training revision) is the one earlier operator versions computed.
+pub fn dataset_digest(
+    sources: &[DataSource],
+    config_maps: &ConfigMaps,
+    remote: &RemoteDigests,
+) -> Result<String> {
     let mut d = ContentDigest::new("hybrid.dev/dataset/v1");
-    digest_sources(&mut d, sources, config_maps, None)?;
+    digest_sources(&mut d, sources, config_maps, Some(&remote.http))?;
+    if let Some(scan) = &remote.scan {
+        d.field("scan", scan);
+    }
     Ok(d.finish_revision())
 }
 
@@ -285,19 +295,75 @@ mod tests {
 
         let adapter = adapter(FINANCE_ADAPTER);
         let no_key = FINANCE_DATASET_CM.replace("train.jsonl", "other.jsonl");
-        let err = dataset_digest(&adapter.spec.dataset, &cms(&[&no_key])).expect_err("no key");
+        let err =
+            dataset_digest(&adapter.spec.dataset, &cms(&[&no_key]), &none()).expect_err("no key");
         assert_eq!(err.label(), "SourceUnreadable");
         assert!(err.to_string().contains("train.jsonl"));
     }
 
     #[test]
+    fn a_configmap_only_adapter_keeps_the_dataset_digest_earlier_versions_computed() {
+        let adapter = adapter(FINANCE_ADAPTER);
+        let mut d = ContentDigest::new("hybrid.dev/dataset/v1");
+        d.field("source", "0");
+        d.field("document", "train.jsonl").field(
+            "sha256",
+            sha256_hex(
+                r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}"#,
+            ),
+        );
+        assert_eq!(
+            dataset_digest(&adapter.spec.dataset, &cms(&[FINANCE_DATASET_CM]), &none())
+                .expect("ds"),
+            d.finish_revision()
+        );
+    }
+
+    #[test]
+    fn dataset_digest_follows_the_http_body_and_the_scan_listing() {
+        let spec = adapter(&FINANCE_ADAPTER.replace(
+            "    - configMap: {name: finance-dataset, keys: [train.jsonl]}",
+            "    - configMap: {name: finance-dataset, keys: [train.jsonl]}\n    - http: {url: https://example.com/chats.jsonl}\n    - persistentVolumeClaim: {claimName: chats, path: /train}",
+        ))
+        .spec;
+        assert_eq!(spec.dataset.len(), 3, "fixture edit applied");
+        let cms = cms(&[FINANCE_DATASET_CM]);
+        let remote = |body: &str, scan: &str| RemoteDigests {
+            http: BTreeMap::from([(
+                "https://example.com/chats.jsonl".to_owned(),
+                body.to_owned(),
+            )]),
+            scan: Some(scan.to_owned()),
+        };
+        let base = dataset_digest(&spec.dataset, &cms, &remote("b1", "s1")).expect("ds");
+        assert_eq!(
+            dataset_digest(&spec.dataset, &cms, &remote("b1", "s1")).expect("ds"),
+            base,
+            "same body and listing, same digest"
+        );
+        for (body, scan) in [("b2", "s1"), ("b1", "s2")] {
+            let changed = dataset_digest(&spec.dataset, &cms, &remote(body, scan)).expect("ds");
+            assert_ne!(changed, base, "body {body}, scan {scan}");
+            assert_ne!(
+                training_revision(&spec, &changed).expect("rev"),
+                training_revision(&spec, &base).expect("rev"),
+                "a changed dataset behind the same URL or path trains again"
+            );
+        }
+        let err = dataset_digest(&spec.dataset, &cms, &RemoteDigests::default())
+            .expect_err("not fetched");
+        assert!(err.to_string().contains("chats.jsonl"), "{err}");
+    }
+
+    #[test]
     fn training_revision_ignores_unselected_keys_and_placement() {
         let adapter = adapter(FINANCE_ADAPTER);
-        let ds = dataset_digest(&adapter.spec.dataset, &cms(&[FINANCE_DATASET_CM])).expect("ds");
+        let ds = dataset_digest(&adapter.spec.dataset, &cms(&[FINANCE_DATASET_CM]), &none())
+            .expect("ds");
         // README.md is not among `keys`, so editing it changes nothing.
         let readme = FINANCE_DATASET_CM.replace("not training data", "still not");
         assert_eq!(
-            dataset_digest(&adapter.spec.dataset, &cms(&[&readme])).expect("ds"),
+            dataset_digest(&adapter.spec.dataset, &cms(&[&readme]), &none()).expect("ds"),
             ds
         );
         let rev = training_revision(&adapter.spec, &ds).expect("rev");

@@ -332,9 +332,17 @@ fn dataset_source(
     } else if let Some(pvc) = &source.persistent_volume_claim {
         let root = claims.claim(&pvc.claim_name, false);
         Ok(vec![format!("{root}{}", pvc.path)])
+    } else if let Some(http) = &source.http {
+        // The trainer fetches the URL itself; the operator digested the same body.
+        if http.headers_secret_ref.is_some() {
+            return Err(Error::NotImplemented(format!(
+                "dataset[{i}].http.headersSecretRef: the trainer cannot send request headers yet"
+            )));
+        }
+        Ok(vec![http.url.clone()])
     } else {
         Err(Error::NotImplemented(format!(
-            "dataset[{i}]: training datasets are read from configMap and persistentVolumeClaim sources only"
+            "dataset[{i}]: training datasets are read from configMap, persistentVolumeClaim and http sources only"
         )))
     }
 }
@@ -509,15 +517,37 @@ mod tests {
         let err = build(&s3_out).expect_err("s3 output");
         assert_eq!(err.label(), "NotImplemented");
         assert!(err.to_string().contains("output.storage"));
+        let s3_data = FINANCE_ADAPTER.replace(
+            "- configMap: {name: finance-dataset, keys: [train.jsonl]}",
+            "- s3: {bucket: data, prefix: train/, credentialsSecretRef: {name: s3}}",
+        );
+        assert!(
+            build(&s3_data)
+                .expect_err("s3")
+                .to_string()
+                .contains("dataset[0]")
+        );
+    }
+
+    #[test]
+    fn http_datasets_are_fetched_by_the_trainer() {
         let http_data = FINANCE_ADAPTER.replace(
             "- configMap: {name: finance-dataset, keys: [train.jsonl]}",
             "- http: {url: https://example.com/train.jsonl}",
         );
+        let built = build(&http_data).expect("http dataset");
+        let pod = built.job.spec.expect("spec").template.spec.expect("pod");
+        let args = pod.containers[0].args.clone().expect("args");
+        assert_eq!(
+            arg_after(&args, "--dataset"),
+            Some("https://example.com/train.jsonl")
+        );
         assert!(
-            build(&http_data)
-                .expect_err("http")
-                .to_string()
-                .contains("dataset[0]")
+            pod.volumes
+                .iter()
+                .flatten()
+                .all(|v| !v.name.starts_with("dataset-")),
+            "nothing is mounted for an HTTP dataset"
         );
     }
 }

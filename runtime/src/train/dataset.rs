@@ -51,9 +51,9 @@ pub fn load(
     let mut examples = Vec::new();
     let mut stats = DatasetStats::default();
     for path in paths {
-        let bytes = std::fs::read(path).map_err(|e| TrainError::DatasetUnreadable {
+        let bytes = read_dataset(path).map_err(|detail| TrainError::DatasetUnreadable {
             path: path.clone(),
-            detail: e.to_string(),
+            detail,
         })?;
         stats.file_digests.push(hex::encode(Sha256::digest(&bytes)));
         let text = String::from_utf8(bytes).map_err(|e| TrainError::DatasetUnreadable {
@@ -109,6 +109,25 @@ pub fn load(
         )));
     }
     Ok((examples, stats))
+}
+
+/// A dataset file, or an `http(s)://` URL (an Adapter's HTTP dataset), read whole.
+fn read_dataset(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = path.to_string_lossy();
+    if !(text.starts_with("http://") || text.starts_with("https://")) {
+        return std::fs::read(path).map_err(|e| e.to_string());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let response = reqwest::get(&*text)
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.to_string())?;
+        Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    })
 }
 
 fn validate(messages: &[Message]) -> Result<(), String> {
