@@ -7,6 +7,8 @@
 #
 #   BENCH_SIZES="100 300"       sizes to run
 #   BENCH_TIMEOUT_SECONDS=900   give up on a size after this long
+#   BENCH_PROFILE=release       operator build profile: release (what ships) or debug
+#   HYBRID_OPERATOR_BIN         benchmark this binary instead (nothing is built for it)
 #   HYBRID_CLUSTER_DIR          cluster state dir (default target/bench-cluster)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,10 +17,19 @@ export HYBRID_CLUSTER_DIR=${HYBRID_CLUSTER_DIR:-$repo/target/bench-cluster}
 CARGO=${CARGO:-cargo}
 log() { printf '[bench-operator %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-log "building the operator and the bench"
-"$CARGO" build -p hybrid-operator
+profile=${BENCH_PROFILE:-release}
+case "$profile" in
+  release) profile_flag=(--release) ;;
+  debug) profile_flag=() ;;
+  *) echo "BENCH_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
+log "building the operator ($profile) and the bench"
+if [ -z "${HYBRID_OPERATOR_BIN:-}" ]; then
+  "$CARGO" build -p hybrid-operator "${profile_flag[@]}"
+  export HYBRID_OPERATOR_BIN=${CARGO_TARGET_DIR:-$repo/target}/$profile/hybrid-operator
+fi
 "$CARGO" test -p hybrid-e2e --features e2e --test operator_bench --no-run
-export HYBRID_OPERATOR_BIN=${HYBRID_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-operator}
+log "operator binary: $HYBRID_OPERATOR_BIN"
 
 trap 'tests/cluster/cluster.sh down >/dev/null 2>&1 || true' EXIT
 for n in ${BENCH_SIZES:-100 300 1000}; do
@@ -29,8 +40,9 @@ for n in ${BENCH_SIZES:-100 300 1000}; do
   eval "$(tests/cluster/cluster.sh env)"
   KUBECTL=$(command -v kubectl)
   export KUBECTL HELM="${KUBECTL%/*}/helm"
-  log "N=$n: running"
+  log "N=$n: running (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
   BENCH_MODELS=$n "$CARGO" test -p hybrid-e2e --features e2e --test operator_bench -- \
     --ignored --nocapture 2>&1 | grep --line-buffered -E '^BENCH|bench:|panicked|Error'
+  log "N=$n: done (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
   tests/cluster/cluster.sh status || true
 done

@@ -5,8 +5,9 @@ use crate::metrics::Metrics;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Periodic resync of a healthy resource: catches drift no watch reports (a ConfigMap edited
 /// while the operator was down is also caught by the first reconcile after start).
@@ -30,6 +31,9 @@ pub struct Settings {
     pub runtime_image: String,
     /// The ServiceMonitor CRD (Prometheus Operator) is served: give each HybridModel one.
     pub service_monitors: bool,
+    /// HybridModel reconciles run at once (0: no limit). Bounds memory and the requests in
+    /// flight when every model is reconciled at once (start-up, a watch relist).
+    pub concurrency: u16,
 }
 
 pub struct Context {
@@ -41,6 +45,49 @@ pub struct Context {
     pub http: reqwest::Client,
     /// When each Corpus's HTTP and scanned sources are next checked.
     pub refresh: crate::sources::RefreshSchedule,
+    /// Namespaces whose runtime RBAC (ServiceAccount, Role, RoleBinding) was checked.
+    pub runtime_rbac: NamespaceChecks,
+}
+
+/// Per namespace, the last check of objects shared by every HybridModel there: what was checked
+/// (a digest of the desired objects) and when. The lock per namespace lets one reconcile check
+/// while the others in that namespace wait for its outcome instead of repeating it.
+#[derive(Default)]
+pub struct NamespaceChecks {
+    slots: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Checked>>>>>,
+}
+
+pub struct Checked {
+    digest: String,
+    at: Instant,
+}
+
+impl Checked {
+    pub fn now(digest: String) -> Self {
+        Self {
+            digest,
+            at: Instant::now(),
+        }
+    }
+
+    /// Checked for these desired objects less than `max_age` ago.
+    pub fn is_fresh(&self, digest: &str, max_age: Duration) -> bool {
+        self.digest == digest && self.at.elapsed() < max_age
+    }
+}
+
+impl NamespaceChecks {
+    pub fn slot(&self, namespace: &str) -> Arc<tokio::sync::Mutex<Option<Checked>>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(namespace.to_owned()).or_default().clone()
+    }
+
+    /// The next reconcile in `namespace` checks again (a HybridModel there was deleted, maybe
+    /// with the namespace and everything in it).
+    pub fn forget(&self, namespace: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.remove(namespace);
+    }
 }
 
 impl Context {
@@ -65,6 +112,7 @@ impl Context {
             recorder,
             http,
             refresh: Default::default(),
+            runtime_rbac: Default::default(),
         })
     }
 

@@ -3,7 +3,7 @@
 
 use crate::build::loaded::{self, LoadedReport};
 use crate::build::serving::{
-    ServingInputs, ServingObjects, endpoint, selector_string, serving_objects, top_k,
+    RuntimeRbac, ServingInputs, ServingObjects, endpoint, selector_string, serving_objects, top_k,
 };
 use crate::build::{
     LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, label_value, name_of, namespace_of,
@@ -11,18 +11,19 @@ use crate::build::{
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::model::{AdapterLineage, IndexLineage, Lineage, LoadedRevisions, NamedRevision};
 use hybrid_crds::{Adapter, Corpus, HybridModel, HybridModelStatus, ServingPolicy};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,60 +33,160 @@ pub const KIND: &str = "HybridModel";
 /// `Serving` False while ready pods have not all reported the desired serving revision.
 pub const REVISIONS_LOADING: &str = "RevisionsLoading";
 
+/// What the reconciler reads from watch caches instead of the apiserver: its references and
+/// the objects it owns. Each cache is filled by the same watch that triggers reconciles, so a
+/// HybridModel costs no reads per reconcile; only changes are written.
+#[derive(Clone)]
+struct Caches {
+    policies: Store<ServingPolicy>,
+    corpora: Store<Corpus>,
+    adapters: Store<Adapter>,
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    pdbs: Store<PodDisruptionBudget>,
+    config_maps: Store<ConfigMap>,
+    pods: Store<Pod>,
+}
+
+impl Caches {
+    /// Until every cache has its first list, a missing object would read as absent. (Err only
+    /// when the watch is gone, i.e. the controller is stopping.)
+    async fn ready(&self) {
+        let _ = self.policies.wait_until_ready().await;
+        let _ = self.corpora.wait_until_ready().await;
+        let _ = self.adapters.wait_until_ready().await;
+        let _ = self.deployments.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.pdbs.wait_until_ready().await;
+        let _ = self.config_maps.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+    }
+}
+
+/// A watch of `api` that fills a cache: managedFields (often half of an object) are dropped,
+/// and `trim` drops what the reconciler never reads.
+fn cached<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let mut trim = trim;
+    let stream = watcher(api, wc)
+        .default_backoff()
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            trim(o);
+        })
+        .reflect(writer)
+        .touched_objects();
+    (store, stream)
+}
+
+/// No trimming beyond managedFields.
+fn keep<K>(_: &mut K) {}
+
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let wc = watcher::Config::default;
-    let owned = crate::context::owned_objects;
-    let controller = Controller::new(Api::<HybridModel>::all(client.clone()), wc());
-    let store = controller.store();
-    let (s0, s1, s2, s3) = (store.clone(), store.clone(), store.clone(), store);
-    controller
-        .owns(Api::<Deployment>::all(client.clone()), owned())
-        .owns(Api::<Service>::all(client.clone()), owned())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned())
-        // Serving pods: readiness and their loaded-revisions reports. Pods belong to
-        // ReplicaSets, so they are mapped back by the model label.
-        .watches(
-            Api::<Pod>::all(client.clone()),
-            serving_pods(),
-            move |p: Pod| {
-                let label = p.labels().get(LABEL_MODEL).cloned();
-                let ns = p.namespace();
-                s0.state()
-                    .iter()
-                    .filter(|m| m.namespace() == ns && Some(label_value(&m.name_any())) == label)
-                    .map(|m| ObjectRef::from_obj(&**m))
-                    .collect::<Vec<_>>()
-            },
-        )
-        .watches(
-            Api::<Corpus>::all(client.clone()),
-            wc(),
-            move |c: Corpus| {
-                referencing(&s1, &c, |m, name| {
-                    m.spec.corpus_refs.iter().any(|r| r.name == name)
-                })
-            },
-        )
-        .watches(
-            Api::<Adapter>::all(client.clone()),
-            wc(),
-            move |a: Adapter| {
-                referencing(&s2, &a, |m, name| {
-                    m.spec.adapter_refs.iter().any(|r| r.name == name)
-                })
-            },
-        )
-        .watches(
-            Api::<ServingPolicy>::all(client),
-            wc(),
-            move |p: ServingPolicy| {
-                referencing(&s3, &p, |m, name| m.spec.serving_policy_ref.name == name)
-            },
-        )
+    let (models, model_events) = {
+        let (store, writer) = reflector::store();
+        let ctx = ctx.clone();
+        let stream = watcher(Api::<HybridModel>::all(client.clone()), wc())
+            .default_backoff()
+            .modify(|m: &mut HybridModel| m.metadata.managed_fields = None)
+            .reflect(writer)
+            .inspect_ok(move |event| {
+                // A deleted model (every one, when its namespace goes) makes the next reconcile
+                // in its namespace check the runtime RBAC again.
+                if let watcher::Event::Delete(m) = event {
+                    ctx.runtime_rbac.forget(&m.namespace().unwrap_or_default());
+                }
+            })
+            .applied_objects();
+        (store, stream)
+    };
+    // Owned objects: all carry the serving labels.
+    let (deployments, deployment_events) =
+        cached(Api::<Deployment>::all(client.clone()), serving(), keep);
+    let (services, service_events) = cached(Api::<Service>::all(client.clone()), serving(), keep);
+    let (pdbs, pdb_events) = cached(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        serving(),
+        keep,
+    );
+    let (config_maps, config_map_events) =
+        cached(Api::<ConfigMap>::all(client.clone()), serving(), keep);
+    // Serving pods: readiness and their loaded-revisions reports, nothing else.
+    let (pods, pod_events) = cached(Api::<Pod>::all(client.clone()), serving(), |p: &mut Pod| {
+        p.spec = None;
+        if let Some(s) = p.status.as_mut() {
+            *s = k8s_openapi::api::core::v1::PodStatus {
+                conditions: s.conditions.take(),
+                ..Default::default()
+            };
+        }
+    });
+    let (corpora, corpus_events) = cached(Api::<Corpus>::all(client.clone()), wc(), keep);
+    let (adapters, adapter_events) = cached(Api::<Adapter>::all(client.clone()), wc(), keep);
+    let (policies, policy_events) = cached(Api::<ServingPolicy>::all(client), wc(), keep);
+    let caches = Caches {
+        policies,
+        corpora,
+        adapters,
+        deployments,
+        services,
+        pdbs,
+        config_maps,
+        pods,
+    };
+    let (s0, s1, s2, s3) = (
+        models.clone(),
+        models.clone(),
+        models.clone(),
+        models.clone(),
+    );
+    Controller::for_stream(model_events, models)
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(pdb_events)
+        .owns_stream(config_map_events)
+        // Pods belong to ReplicaSets, so they are mapped back by the model label.
+        .watches_stream(pod_events, move |p: Pod| {
+            let label = p.labels().get(LABEL_MODEL).cloned();
+            let ns = p.namespace();
+            s0.state()
+                .iter()
+                .filter(|m| m.namespace() == ns && Some(label_value(&m.name_any())) == label)
+                .map(|m| ObjectRef::from_obj(&**m))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(corpus_events, move |c: Corpus| {
+            referencing(&s1, &c, |m, name| {
+                m.spec.corpus_refs.iter().any(|r| r.name == name)
+            })
+        })
+        .watches_stream(adapter_events, move |a: Adapter| {
+            referencing(&s2, &a, |m, name| {
+                m.spec.adapter_refs.iter().any(|r| r.name == name)
+            })
+        })
+        .watches_stream(policy_events, move |p: ServingPolicy| {
+            referencing(&s3, &p, |m, name| m.spec.serving_policy_ref.name == name)
+        })
         .shutdown_on_signal()
-        .run(reconcile, error_policy(KIND), ctx)
+        .run(
+            move |model, ctx| reconcile(model, ctx, caches.clone()),
+            error_policy(KIND),
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }
@@ -108,47 +209,42 @@ fn referencing<K: Resource>(
         .collect()
 }
 
-async fn get_ref<K>(ns: &str, ctx: &Context, kind: &'static str, name: &str) -> Result<K>
+fn get_ref<K>(store: &Store<K>, ns: &str, kind: &'static str, name: &str) -> Result<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone,
 {
-    Api::<K>::namespaced(ctx.client.clone(), ns)
-        .get_opt(name)
-        .await?
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .map(|k| (*k).clone())
         .ok_or_else(|| Error::ReferenceNotFound {
             kind,
             name: name.to_owned(),
         })
 }
 
-async fn resolve(
-    ctx: &Context,
+fn resolve(
+    caches: &Caches,
     ns: &str,
     model: &HybridModel,
 ) -> Result<(ServingPolicy, Vec<Adapter>, Vec<Corpus>)> {
     let policy = get_ref(
+        &caches.policies,
         ns,
-        ctx,
         "ServingPolicy",
         &model.spec.serving_policy_ref.name,
-    )
-    .await?;
-    let mut adapters = Vec::new();
-    for r in &model.spec.adapter_refs {
-        adapters.push(get_ref(ns, ctx, "Adapter", &r.name).await?);
-    }
-    let mut corpora = Vec::new();
-    for r in &model.spec.corpus_refs {
-        corpora.push(get_ref(ns, ctx, "Corpus", &r.name).await?);
-    }
+    )?;
+    let adapters = (model.spec.adapter_refs.iter())
+        .map(|r| get_ref(&caches.adapters, ns, "Adapter", &r.name))
+        .collect::<Result<_>>()?;
+    let corpora = (model.spec.corpus_refs.iter())
+        .map(|r| get_ref(&caches.corpora, ns, "Corpus", &r.name))
+        .collect::<Result<_>>()?;
     Ok((policy, adapters, corpora))
 }
 
-/// Watch config for serving pods: the operator's label and the serving component.
-fn serving_pods() -> watcher::Config {
+/// Watch config for what serves a model (pods, and the objects the operator applies for it): the
+/// operator's label and the serving component.
+fn serving() -> watcher::Config {
     watcher::Config::default().labels(&format!(
         "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=serving"
     ))
@@ -157,7 +253,10 @@ fn serving_pods() -> watcher::Config {
 /// Server-side applies `obj` unless the live object already has every field it sets with the
 /// same value. An unchanged apply would be a no-op for the object, but it is still a write
 /// request (audit log, apiserver load, an etcd round trip); a resync must issue none.
-async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<K>
+///
+/// The live object is read from `cache` (the watch of that kind); `None` reads it from the
+/// apiserver. A cache a moment behind only costs an apply that changes nothing.
+async fn apply<K>(ctx: &Context, cache: Option<&Store<K>>, ns: &str, obj: &K) -> Result<Arc<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -172,21 +271,50 @@ where
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
     let api = Api::<K>::namespaced(ctx.client.clone(), ns);
     let mut body = serde_json::to_value(obj)?;
-    if let Some(live) = api.get_opt(name).await?
-        && crate::build::is_applied(&body, &serde_json::to_value(&live)?)
+    let live = match cache {
+        Some(store) => store.get(&ObjectRef::new(name).within(ns)),
+        None => api.get_opt(name).await?.map(Arc::new),
+    };
+    if let Some(live) = live
+        && crate::build::is_applied(&body, &serde_json::to_value(&*live)?)
     {
         return Ok(live);
     }
     // SSA needs apiVersion and kind in the body.
     body["apiVersion"] = K::api_version(&()).into();
     body["kind"] = K::kind(&()).into();
-    Ok(api
-        .patch(
+    Ok(Arc::new(
+        api.patch(
             name,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&body),
         )
-        .await?)
+        .await?,
+    ))
+}
+
+/// The runtime's ServiceAccount, Role and RoleBinding: one set per namespace, so checked (read,
+/// and applied if changed) by the first reconcile in a namespace and then again only after
+/// [`RESYNC`] or a HybridModel deletion there. One check runs at a time per namespace.
+async fn apply_runtime_rbac(ctx: &Context, ns: &str, rbac: &RuntimeRbac) -> Result<()> {
+    let digest = serde_json::to_string(&rbac_parts(rbac))?;
+    let slot = ctx.runtime_rbac.slot(ns);
+    let mut checked = slot.lock().await;
+    if checked
+        .as_ref()
+        .is_some_and(|c| c.is_fresh(&digest, RESYNC))
+    {
+        return Ok(());
+    }
+    apply(ctx, None, ns, &rbac.service_account).await?;
+    apply(ctx, None, ns, &rbac.role).await?;
+    apply(ctx, None, ns, &rbac.role_binding).await?;
+    *checked = Some(crate::context::Checked::now(digest));
+    Ok(())
+}
+
+fn rbac_parts(rbac: &RuntimeRbac) -> (&ServiceAccount, &Role, &RoleBinding) {
+    (&rbac.service_account, &rbac.role, &rbac.role_binding)
 }
 
 /// [`apply`] for the ServiceMonitor, which has no typed struct here.
@@ -213,7 +341,8 @@ async fn apply_service_monitor(ctx: &Context, ns: &str, model: &HybridModel) -> 
     Ok(())
 }
 
-async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>, caches: Caches) -> Result<Action> {
+    caches.ready().await;
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let ns = namespace_of(&*model)?;
     let name = name_of(&*model)?;
@@ -221,18 +350,16 @@ async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action>
     let current = model.status.clone().unwrap_or_default();
     let now = crate::status::now();
 
-    let built = match resolve(&ctx, &ns, &model)
-        .await
-        .and_then(|(policy, adapters, corpora)| {
-            let objects = serving_objects(&ServingInputs {
-                model: &model,
-                policy: &policy,
-                adapters: &adapters,
-                corpora: &corpora,
-                runtime_image: &ctx.settings.runtime_image,
-            })?;
-            Ok((objects, adapters, corpora, policy))
-        }) {
+    let built = match resolve(&caches, &ns, &model).and_then(|(policy, adapters, corpora)| {
+        let objects = serving_objects(&ServingInputs {
+            model: &model,
+            policy: &policy,
+            adapters: &adapters,
+            corpora: &corpora,
+            runtime_image: &ctx.settings.runtime_image,
+        })?;
+        Ok((objects, adapters, corpora, policy))
+    }) {
         Ok(b) => b,
         Err(e) if !e.is_transient() => {
             let status = blocked_status(&model, &current, &e, &now);
@@ -250,29 +377,20 @@ async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>) -> Result<Action>
     let (objects, adapters, corpora, policy) = built;
 
     // The ServiceAccount must exist before the Deployment's pods are admitted.
-    apply(&ctx, &ns, &objects.rbac.service_account).await?;
-    apply(&ctx, &ns, &objects.rbac.role).await?;
-    apply(&ctx, &ns, &objects.rbac.role_binding).await?;
-    apply(&ctx, &ns, &objects.config_map).await?;
-    apply(&ctx, &ns, &objects.service).await?;
-    apply(&ctx, &ns, &objects.pdb).await?;
-    let deployment = apply(&ctx, &ns, &objects.deployment).await?;
+    apply_runtime_rbac(&ctx, &ns, &objects.rbac).await?;
+    apply(&ctx, Some(&caches.config_maps), &ns, &objects.config_map).await?;
+    apply(&ctx, Some(&caches.services), &ns, &objects.service).await?;
+    apply(&ctx, Some(&caches.pdbs), &ns, &objects.pdb).await?;
+    let deployment = apply(&ctx, Some(&caches.deployments), &ns, &objects.deployment).await?;
     if ctx.settings.service_monitors {
         apply_service_monitor(&ctx, &ns, &model).await?;
     }
-    // From the apiserver's watch cache (resourceVersion 0): a read, and a cheap one.
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
-        .list(
-            &ListParams::default()
-                .labels(&format!("{LABEL_MODEL}={}", label_value(&name)))
-                .match_any(),
-        )
-        .await?;
-    let pods: Vec<&Pod> = pods
-        .items
-        .iter()
-        .filter(|p| p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some("serving"))
-        .collect();
+    let label = label_value(&name);
+    let pods = caches.pods.state_filter(|p| {
+        p.metadata.namespace.as_deref() == Some(&ns) && p.labels().get(LABEL_MODEL) == Some(&label)
+    });
+    // The cache holds serving pods only (its watch selects the component).
+    let pods: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
     let report = loaded::fold(&pods, &objects.serving_revision);
 
     let status = serving_status(

@@ -46,6 +46,10 @@ struct Args {
     /// Do not run the latency autoscaler (ServingPolicies with autoscaling stay at their decisions).
     #[arg(long, env = "HYBRID_NO_AUTOSCALER")]
     no_autoscaler: bool,
+    /// HybridModel reconciles run at once (0: no limit). Bounds memory and the requests in flight
+    /// when every model is reconciled at once, as after a start.
+    #[arg(long, env = "HYBRID_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -100,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         Settings {
             runtime_image: args.runtime_image.clone(),
             service_monitors,
+            concurrency: args.concurrency,
         },
         metrics,
         args.pod_name.clone(),

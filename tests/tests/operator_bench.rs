@@ -17,6 +17,7 @@ use hybrid_e2e::operator::{
     install_chart_rbac, operator_user,
 };
 use hybrid_e2e::{TestNamespace, client, install_crds, repo_root};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
@@ -97,6 +98,101 @@ async fn play_runtime(ns: &TestNamespace) -> Result<usize> {
         .try_collect::<Vec<_>>()
         .await?;
     Ok(n)
+}
+
+/// When each stage was first complete for every model (seconds from the first create): all
+/// Corpora indexed, all Adapters trained, all serving Deployments available. Sampled every few
+/// seconds, to tell the control plane's share (Job and pod start-up in KWOK) from the
+/// operator's.
+#[derive(Default)]
+struct Stages {
+    indexed: Option<f64>,
+    trained: Option<f64>,
+    available: Option<f64>,
+}
+
+impl Stages {
+    async fn sample(&mut self, ns: &TestNamespace, n: usize, at: f64) -> Result<()> {
+        let lp = ListParams::default();
+        if self.indexed.is_none() {
+            let corpora = ns.api::<Corpus>().list(&lp).await?.items;
+            let done = corpora
+                .iter()
+                .filter(|c| {
+                    c.status
+                        .as_ref()
+                        .is_some_and(|s| s.active_revision.is_some())
+                })
+                .count();
+            self.indexed = (done == n).then_some(at);
+        }
+        if self.trained.is_none() {
+            let adapters = ns.api::<Adapter>().list(&lp).await?.items;
+            let done = adapters
+                .iter()
+                .filter(|a| {
+                    a.status
+                        .as_ref()
+                        .is_some_and(|s| s.active_revision.is_some())
+                })
+                .count();
+            self.trained = (done == n).then_some(at);
+        }
+        if self.available.is_none() {
+            let serving = ListParams::default().labels("app.kubernetes.io/component=serving");
+            let deployments = ns.api::<Deployment>().list(&serving).await?.items;
+            let done = deployments
+                .iter()
+                .filter(|d| {
+                    d.status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0)
+                        >= 1
+                })
+                .count();
+            self.available = (done == n).then_some(at);
+        }
+        Ok(())
+    }
+
+    fn line(&self) -> String {
+        let s = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+        format!(
+            "indexed_s={} trained_s={} available_s={}",
+            s(self.indexed),
+            s(self.trained),
+            s(self.available)
+        )
+    }
+}
+
+/// Reconciles and their mean duration per kind, from the operator's histogram.
+fn reconciles_by_kind(op: &Operator) -> String {
+    let metrics = op.metrics().unwrap_or_default();
+    let value = |series: &str, kind: &str| -> f64 {
+        let prefix =
+            format!("hybrid_operator_reconcile_duration_seconds_{series}{{kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    ["Corpus", "Adapter", "ServingPolicy", "HybridModel"]
+        .iter()
+        .map(|k| {
+            let (count, sum) = (value("count", k), value("sum", k));
+            format!(
+                "{k}={count:.0}x{:.1}ms",
+                if count > 0.0 {
+                    1000.0 * sum / count
+                } else {
+                    0.0
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn count_ready(api: &Api<HybridModel>) -> Result<usize> {
@@ -206,11 +302,17 @@ async fn operator_bench() -> Result<()> {
 
     let models: Api<HybridModel> = ns.api();
     let mut last_print = Instant::now();
+    let mut stages = Stages::default();
+    let mut last_sample = Instant::now();
     let all_ready = loop {
         let reported = play_runtime(&ns).await?;
         let ready = count_ready(&models).await?;
         if ready == n {
             break t0.elapsed();
+        }
+        if last_sample.elapsed() >= Duration::from_secs(5) {
+            stages.sample(&ns, n, t0.elapsed().as_secs_f64()).await?;
+            last_sample = Instant::now();
         }
         if t0.elapsed() > timeout {
             anyhow::bail!("only {ready}/{n} HybridModels Ready after {timeout:?}");
@@ -228,6 +330,7 @@ async fn operator_bench() -> Result<()> {
     };
     let reconciles = op.metric_sum("hybrid_operator_reconcile_duration_seconds_count")?;
     let rss = op.peak_rss_kib()?;
+    let by_kind = reconciles_by_kind(&op);
 
     // Idle resync: restart the operator, so every object is reconciled again, and count writes.
     let objects = 3 * n + 1;
@@ -266,6 +369,12 @@ async fn operator_bench() -> Result<()> {
         resync_rss as f64 / 1024.0,
         writes.len(),
         writes.len() as f64 / objects as f64,
+    );
+    println!(
+        "BENCH stages models={n} {} all_ready_s={:.0} reconciles {by_kind}; resync reconciles {}",
+        stages.line(),
+        all_ready.as_secs_f64(),
+        reconciles_by_kind(&op),
     );
     if !writes.is_empty() {
         println!(
