@@ -707,6 +707,27 @@ mod tests {
     }
 
     #[test]
+    fn refresh_interval_errors_name_the_field() {
+        let with = |interval: &str| {
+            adapter(&FINANCE_ADAPTER.replace(
+                "  method: lora",
+                &format!("  method: lora\n  refreshInterval: {interval}"),
+            ))
+        };
+        let err = refresh_interval(&with("5s").spec).expect_err("too short");
+        assert_eq!(err.label(), "InvalidSpec");
+        assert!(err.to_string().contains("spec.refreshInterval"), "{err}");
+        assert_eq!(
+            refresh_interval(&with("15m").spec).expect("parses"),
+            Some(Duration::from_secs(900))
+        );
+        assert_eq!(
+            refresh_interval(&adapter(FINANCE_ADAPTER).spec).expect("unset"),
+            None
+        );
+    }
+
+    #[test]
     fn failure_keeps_serving_revision_and_reports_training_false() {
         let a = adapter(FINANCE_ADAPTER);
         let current = AdapterStatus {

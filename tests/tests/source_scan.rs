@@ -6,7 +6,9 @@
 //!   index Job and writes nothing but the scan Job itself; a different listing starts exactly
 //!   one index Job; a failing scan keeps the active revision and `SourcesChecked` says why;
 //! - an Adapter with an HTTP dataset served from 127.0.0.1 by this test: an unchanged body at
-//!   each refresh writes nothing, an edited body behind the same URL trains exactly once.
+//!   each refresh writes nothing, an edited body behind the same URL trains exactly once;
+//! - an Adapter with a PVC dataset: its scan Job `<adapter>-dataset-scan` gives the dataset
+//!   digest, and a new listing trains exactly once.
 //!
 //! Job results are simulated by KWOK through `hybrid.dev/job-pod-annotations`: index and
 //! training pods end with `hybrid.dev/kwok-termination-message`, scan pods (component `scan`)
@@ -391,6 +393,100 @@ async fn http_dataset_edited_behind_the_same_url_trains_exactly_once() -> Result
     tokio::time::sleep(Duration::from_secs(REFRESH_SECS + 2)).await;
     let train_jobs = jobs_created(&audit, mark, &n, "-train-")?;
     assert_eq!(train_jobs.len(), 1, "{train_jobs:?}");
+
+    if !op.running() {
+        bail!("operator exited; see {}", op.log.display());
+    }
+    op.kill()?;
+    delete_volumes(&client, &n).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pvc_dataset_is_scanned_and_a_new_listing_trains_exactly_once() -> Result<()> {
+    const ADAPTER: &str = "filings-tone";
+    let _turn = LOCK.lock().await;
+    let client = client().await?;
+    hybrid_e2e::install_crds(&client).await?;
+    let ns = TestNamespace::create(&client, "op-dataset-scan").await?;
+    let n = ns.name().to_owned();
+    let kubeconfig = install_chart_rbac(&n)?;
+    bound_claims(&ns, &["hybrid-models", "hybrid-artifacts", "chats"]).await?;
+    let audit = AuditLog::open()?;
+    let start = audit.mark()?;
+
+    ns.apply_yaml(&format!(
+        "apiVersion: hybrid.dev/v1alpha1\nkind: Adapter\nmetadata: {{name: {ADAPTER}}}\n\
+         spec:\n  baseModel: {{source: pvc://hybrid-models/SmolLM2-135M-Instruct.Q4_1.gguf, format: gguf}}\n\
+         \x20 dataset:\n  - persistentVolumeClaim: {{claimName: chats, path: /train.jsonl}}\n\
+         \x20 output: {{storage: pvc://hybrid-artifacts/adapters}}\n\
+         \x20 refreshInterval: {REFRESH_SECS}s\n"
+    ))
+    .await?;
+    set_job_pod_annotations(
+        &n,
+        "adapter",
+        ADAPTER,
+        &results(&train_result("ad-pvc-1"), &scan_result("chats-1")),
+    )?;
+    let mut op = Operator::start(&kubeconfig, &n)?;
+
+    let api: kube::Api<Adapter> = ns.api();
+    let active = |revision: &'static str, scan: &'static str| {
+        let api = api.clone();
+        async move {
+            poll(
+                &format!("Adapter revision {revision} from scan {scan}"),
+                WAIT,
+                || async {
+                    let st = api.get(ADAPTER).await?.status.unwrap_or_default();
+                    let active = st.active_revision.as_ref().map(|r| r.revision.clone());
+                    let scanned = st.source_scan.as_ref().map(|s| s.digest.clone());
+                    let ready =
+                        condition(&st.conditions, "Ready").is_some_and(|c| c.status == "True");
+                    Ok(
+                        if active.as_deref() == Some(revision)
+                            && scanned.as_deref() == Some(scan)
+                            && ready
+                        {
+                            Check::Done(st)
+                        } else {
+                            Check::Waiting(format!(
+                                "active {active:?}, scan {scanned:?}, {:?}",
+                                st.conditions
+                            ))
+                        },
+                    )
+                },
+            )
+            .await
+        }
+    };
+
+    // 1. Scanned by `<adapter>-dataset-scan`, trained once.
+    let first = active("ad-pvc-1", "chats-1").await?;
+    let scans = jobs_created(&audit, start, &n, &format!("/{ADAPTER}-dataset-scan "))?;
+    assert!(!scans.is_empty(), "the dataset scan Job ran");
+    let train_jobs = jobs_created(&audit, start, &n, "-train-")?;
+    assert_eq!(train_jobs.len(), 1, "one training Job: {train_jobs:?}");
+
+    // 2. A new listing at the next refresh: exactly one training Job.
+    let mark = audit.mark()?;
+    set_job_pod_annotations(
+        &n,
+        "adapter",
+        ADAPTER,
+        &results(&train_result("ad-pvc-2"), &scan_result("chats-2")),
+    )?;
+    let second = active("ad-pvc-2", "chats-2").await?;
+    assert_ne!(second.dataset_digest, first.dataset_digest);
+    assert_ne!(second.training_revision, first.training_revision);
+    let train_jobs = jobs_created(&audit, mark, &n, "-train-")?;
+    assert_eq!(
+        train_jobs.len(),
+        1,
+        "one training Job per change: {train_jobs:?}"
+    );
 
     if !op.running() {
         bail!("operator exited; see {}", op.log.display());
