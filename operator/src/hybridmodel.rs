@@ -49,9 +49,11 @@ struct Caches {
 }
 
 impl Caches {
-    /// Until every cache has its first list, a missing object would read as absent. (Err only
-    /// when the watch is gone, i.e. the controller is stopping.)
-    async fn ready(&self) {
+    /// Until every cache has had its first list, a missing object would read as absent. (Err
+    /// only when a watch is gone, i.e. the controller is stopping.) `Store::wait_until_ready`
+    /// wakes only the last of several tasks waiting on it at once, so this one task waits and
+    /// reconciles wait for its [`Self::readiness`] signal.
+    async fn wait_all(&self) {
         let _ = self.policies.wait_until_ready().await;
         let _ = self.corpora.wait_until_ready().await;
         let _ = self.adapters.wait_until_ready().await;
@@ -60,6 +62,17 @@ impl Caches {
         let _ = self.pdbs.wait_until_ready().await;
         let _ = self.config_maps.wait_until_ready().await;
         let _ = self.pods.wait_until_ready().await;
+    }
+
+    /// A signal, true once every cache has had its first list, for any number of waiters.
+    fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
+        let (ready, readiness) = tokio::sync::watch::channel(false);
+        let caches = self.clone();
+        tokio::spawn(async move {
+            caches.wait_all().await;
+            let _ = ready.send(true);
+        });
+        readiness
     }
 }
 
@@ -152,6 +165,7 @@ pub async fn run(ctx: Arc<Context>) {
         models.clone(),
         models.clone(),
     );
+    let readiness = caches.readiness();
     Controller::for_stream(model_events, models)
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .owns_stream(deployment_events)
@@ -183,7 +197,7 @@ pub async fn run(ctx: Arc<Context>) {
         })
         .shutdown_on_signal()
         .run(
-            move |model, ctx| reconcile(model, ctx, caches.clone()),
+            move |model, ctx| reconcile(model, ctx, caches.clone(), readiness.clone()),
             error_policy(KIND),
             ctx,
         )
@@ -341,8 +355,14 @@ async fn apply_service_monitor(ctx: &Context, ns: &str, model: &HybridModel) -> 
     Ok(())
 }
 
-async fn reconcile(model: Arc<HybridModel>, ctx: Arc<Context>, caches: Caches) -> Result<Action> {
-    caches.ready().await;
+async fn reconcile(
+    model: Arc<HybridModel>,
+    ctx: Arc<Context>,
+    caches: Caches,
+    mut readiness: tokio::sync::watch::Receiver<bool>,
+) -> Result<Action> {
+    // Err: the waiting task is gone, which it is only after signalling (or a panic).
+    let _ = readiness.wait_for(|ready| *ready).await;
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let ns = namespace_of(&*model)?;
     let name = name_of(&*model)?;
