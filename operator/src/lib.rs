@@ -8,6 +8,7 @@ pub mod autoscaler;
 pub mod build;
 pub mod context;
 pub mod corpus;
+pub mod deleted;
 pub mod digest;
 pub mod error;
 pub mod hybridmodel;

@@ -157,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             servingpolicy::run(ctx.clone()),
             hybridmodel::run(ctx.clone()),
             hybrid_operator::prune::report_retention_jobs(ctx.clone()),
+            hybrid_operator::deleted::run(ctx.clone()),
             autoscaling,
         );
     };

@@ -152,16 +152,26 @@ impl Metrics {
         }
     }
 
-    /// Drops the per-object series of a deleted resource.
-    pub fn forget(&self, kind: &'static str, job_kind: &'static str, namespace: &str, name: &str) {
+    /// Drops the per-object series of a deleted resource of `kind`. The Job series are keyed by
+    /// the Job's kind; `scan` and `prune` serve Corpora and Adapters both, so a same-named
+    /// resource of the other kind restarts those two counters (a counter reset, which `rate`
+    /// and `increase` handle).
+    pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
         let _ = self
             .revision_stale
             .remove_label_values(&[kind, namespace, name]);
         let _ = self.stalled.remove_label_values(&[kind, namespace, name]);
-        for outcome in ["succeeded", "failed"] {
-            let _ = self
-                .jobs_finished
-                .remove_label_values(&[job_kind, outcome, namespace, name]);
+        let job_kinds: &[&str] = match kind {
+            "Corpus" => &["index", "scan", "prune"],
+            "Adapter" => &["train", "scan", "prune"],
+            _ => &[],
+        };
+        for job_kind in job_kinds {
+            for outcome in ["succeeded", "failed"] {
+                let _ = self
+                    .jobs_finished
+                    .remove_label_values(&[job_kind, outcome, namespace, name]);
+            }
         }
     }
 
@@ -230,7 +240,7 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        m.forget("Corpus", "index", "ml", "docs");
+        m.forget("Corpus", "ml", "docs");
         assert!(!m.render().contains("name=\"docs\""), "{}", m.render());
     }
 }

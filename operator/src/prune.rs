@@ -291,6 +291,12 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
     }
     let job_name = prune_job_name(&owner, &locations);
     let Some(job) = jobs_api.get_opt(&job_name).await? else {
+        // The cache may still hold an object whose finalizer was just released (and whose
+        // prune Job went with it): only a live one gets a Job.
+        let live = api.get_opt(&owner).await?;
+        if !live.as_ref().is_some_and(has_finalizer) {
+            return Ok(Action::await_change());
+        }
         return match prune(ctx, obj, locations.clone(), PruneFor::Deletion).await {
             Ok(_) => Ok(Action::requeue(FINALIZE_POLL)),
             // The whole namespace is being deleted: no Job can be created in it any more.

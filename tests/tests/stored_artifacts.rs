@@ -288,6 +288,9 @@ async fn dropped_revisions_are_pruned_and_a_deleted_corpus_takes_its_own_with_it
     ns.apply_yaml(&corpus_yaml("twin", "rates-docs")).await?;
     set_job_pod_annotations(&n, "corpus", "twin", &kwok_result(&index_result("ix-3")))?;
     wait_active(&corpora, "twin", "ix-3").await?;
+    let series =
+        format!(r#"hybrid_operator_stalled{{kind="Corpus",name="rates",namespace="{n}"}}"#);
+    assert!(op.metrics()?.contains(&series), "{series} while it exists");
     corpora.delete("rates", &DeleteParams::default()).await?;
     wait_gone(&corpora, "rates").await?;
     let note = wait_event(&ns, "Corpus", "rates", "ArtifactsDeleted").await?;
@@ -296,6 +299,15 @@ async fn dropped_revisions_are_pruned_and_a_deleted_corpus_takes_its_own_with_it
         !note.contains("ix-3"),
         "the twin's revision is kept: {note}"
     );
+    // Its per-object series go with it (the operator's watch sees the deletion).
+    poll("the deleted Corpus's series dropped", WAIT, || async {
+        Ok(if op.metrics()?.contains(&series) {
+            Check::Waiting(format!("{series} still exported"))
+        } else {
+            Check::Done(())
+        })
+    })
+    .await?;
 
     // 5. A prune Job that fails (KWOK fails its pods): the Corpus is still deleted, and a
     //    Warning names what was left in storage.
