@@ -34,9 +34,12 @@ log "operator binary: $HYBRID_OPERATOR_BIN"
 trap 'tests/cluster/cluster.sh down >/dev/null 2>&1 || true' EXIT
 for n in ${BENCH_SIZES:-100 300 1000}; do
   tests/cluster/cluster.sh down >/dev/null 2>&1 || true
-  # One serving pod per model (1 GPU) plus short Job pods; 8 GPUs and 110 pods per node.
-  log "N=$n: starting a cluster with $((n / 8 + 4)) GPU nodes"
-  GPU_NODES=$((n / 8 + 4)) tests/cluster/cluster.sh up >/dev/null
+  # One serving pod per model (1 GPU) plus short Job pods; BENCH_GPUS_PER_NODE (8) GPUs and 110
+  # pods per node. (cluster.sh's `kubectl wait node --all --timeout=5s` did not pass with 131
+  # nodes on the 2-core VM: 32 GPUs per node keeps N=1000 at 35 nodes.)
+  gpus=${BENCH_GPUS_PER_NODE:-8}
+  log "N=$n: starting a cluster with $((n / gpus + 4)) GPU nodes ($gpus GPUs each)"
+  GPUS_PER_NODE=$gpus GPU_NODES=$((n / gpus + 4)) tests/cluster/cluster.sh up >/dev/null
   eval "$(tests/cluster/cluster.sh env)"
   KUBECTL=$(command -v kubectl)
   export KUBECTL HELM="${KUBECTL%/*}/helm"

@@ -319,10 +319,13 @@ async fn operator_bench() -> Result<()> {
         }
         if last_print.elapsed() > Duration::from_secs(10) {
             eprintln!(
-                "bench: {:>5.1} s  {ready}/{n} Ready, {reported} pod reports written, {:.0} reconciles",
+                "bench: {:>5.1} s  {ready}/{n} Ready, {reported} pod reports written, {:.0} reconciles, \
+                 peak RSS {:.1} MiB, {}",
                 t0.elapsed().as_secs_f64(),
                 op.metric_sum("hybrid_operator_reconcile_duration_seconds_count")
-                    .unwrap_or(0.0)
+                    .unwrap_or(0.0),
+                op.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
+                stages.line(),
             );
             last_print = Instant::now();
         }
