@@ -195,6 +195,49 @@ mod tests {
         assert_eq!((t.len(), e.len()), (2, 0));
     }
 
+    /// Serves `body` (or a 404 for any other path) to `n` requests on 127.0.0.1.
+    fn serve(body: &'static str, n: usize) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/data/train.jsonl",
+            listener.local_addr().expect("addr")
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(n) {
+                let mut stream = stream.expect("accept");
+                let mut buf = [0u8; 4096];
+                let len = stream.read(&mut buf).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..len]);
+                let response = if request.starts_with("GET /data/train.jsonl ") {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        .to_owned()
+                };
+                let _ = stream.write_all(response.as_bytes());
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn http_datasets_are_fetched_and_an_error_status_is_an_error() {
+        let body = "{\"messages\": []}\n";
+        let url = serve(body, 2);
+        let bytes = read_dataset(&PathBuf::from(&url)).expect("fetched");
+        assert_eq!(bytes, body.as_bytes());
+        let missing = url.replace("train.jsonl", "missing.jsonl");
+        let err = read_dataset(&PathBuf::from(&missing)).expect_err("404");
+        assert!(err.contains("404"), "{err}");
+        let file = tempfile::NamedTempFile::new().expect("tmp");
+        std::fs::write(file.path(), b"local").expect("write");
+        assert_eq!(read_dataset(file.path()).expect("file"), b"local");
+    }
+
     #[test]
     fn validation_names_the_problem() {
         let m = |role, content: &str| Message {
