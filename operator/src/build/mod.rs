@@ -9,6 +9,7 @@ pub mod prune_job;
 pub mod revision;
 pub mod scan_job;
 pub mod serving;
+pub mod small_job;
 pub mod storage;
 pub mod train_job;
 

@@ -3,17 +3,14 @@
 //! is deleted. The operator cannot reach a PersistentVolumeClaim or a bucket itself, so the
 //! runtime image does it, with the same mounts the Jobs that wrote them had.
 
+use super::small_job::{SmallJob, small_job};
 use super::storage::{ClaimMounts, PVC_ROOT};
 use super::{
-    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, RESULT_PATH, compute_resources,
-    controller_ref, name_of, namespace_of, restricted_container_security, restricted_pod_security,
-    revision_object_name,
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, name_of, revision_object_name,
 };
 use crate::digest::ContentDigest;
 use crate::error::Result;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::batch::v1::Job;
 use kube::Resource;
 use std::collections::BTreeMap;
 
@@ -85,10 +82,9 @@ pub fn prune_job<K: Resource<DynamicType = ()>>(
     purpose: PruneFor,
 ) -> Result<Job> {
     let name = name_of(owner)?;
-    let namespace = namespace_of(owner)?;
     let locations = normalized(locations);
     let mut claims = ClaimMounts::default();
-    let mut args = vec!["prune".to_owned()];
+    let mut args = Vec::new();
     for location in &locations {
         // A location another pod reported as `/pvc/<claim>/…` needs that claim, writable.
         if let Some(rest) = location.strip_prefix(&format!("{PVC_ROOT}/"))
@@ -98,7 +94,6 @@ pub fn prune_job<K: Resource<DynamicType = ()>>(
         }
         args.extend(["--location".to_owned(), location.clone()]);
     }
-    args.extend(["--result-path".to_owned(), RESULT_PATH.to_owned()]);
     let (volumes, mounts) = claims.volumes_and_mounts();
     let digest = locations_digest(&locations);
     let labels = BTreeMap::from([
@@ -108,48 +103,24 @@ pub fn prune_job<K: Resource<DynamicType = ()>>(
         (LABEL_PRUNE_FOR.to_owned(), purpose.label().to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
     ]);
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(revision_object_name(&name, COMPONENT, &digest)),
-            namespace: Some(namespace),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![controller_ref(owner)?]),
-            ..Default::default()
+    small_job(
+        owner,
+        SmallJob {
+            name: revision_object_name(&name, COMPONENT, &digest),
+            command: "prune",
+            args,
+            labels,
+            env: None,
+            volumes,
+            mounts,
+            cpu: PRUNE_CPU,
+            memory: PRUNE_MEMORY,
+            backoff_limit: PRUNE_BACKOFF_LIMIT,
+            deadline_seconds: PRUNE_DEADLINE_SECONDS,
+            ttl_seconds: Some(PRUNE_TTL_SECONDS),
         },
-        spec: Some(JobSpec {
-            backoff_limit: Some(PRUNE_BACKOFF_LIMIT),
-            active_deadline_seconds: Some(PRUNE_DEADLINE_SECONDS),
-            ttl_seconds_after_finished: Some(PRUNE_TTL_SECONDS),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: super::job_pod_annotations(owner)?,
-                    ..Default::default()
-                }),
-                // No GPUs and no placement: deleting runs anywhere the volumes attach.
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".to_owned()),
-                    security_context: Some(restricted_pod_security()),
-                    volumes: Some(volumes),
-                    containers: vec![Container {
-                        name: "prune".to_owned(),
-                        image: Some(runtime_image.to_owned()),
-                        command: Some(vec!["hybrid-runtime".to_owned()]),
-                        args: Some(args),
-                        resources: compute_resources(Some(PRUNE_CPU), Some(PRUNE_MEMORY), "", 0),
-                        volume_mounts: Some(mounts),
-                        termination_message_path: Some(RESULT_PATH.to_owned()),
-                        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-                        security_context: Some(restricted_container_security()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    })
+        runtime_image,
+    )
 }
 
 #[cfg(test)]

@@ -4,20 +4,17 @@
 //! time, under a fixed name, deleted once its result is read.
 
 use super::index_job::{s3_env, source_arg};
+use super::small_job::{SmallJob, small_job};
 use super::storage::ClaimMounts;
 use super::{
     LABEL_ADAPTER, LABEL_COMPONENT, LABEL_CORPUS, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY,
-    RESULT_PATH, compute_resources, controller_ref, name_of, namespace_of,
-    restricted_container_security, restricted_pod_security,
+    name_of,
 };
 use crate::digest::ContentDigest;
 use crate::error::Result;
 use hybrid_crds::common::DataSource;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume, VolumeMount};
 use kube::Resource;
 use std::collections::BTreeMap;
 
@@ -99,12 +96,11 @@ pub fn scan_job<K: Resource<DynamicType = ()>>(
     runtime_image: &str,
 ) -> Result<Job> {
     let name = name_of(owner)?;
-    let namespace = namespace_of(owner)?;
     let mut claims = ClaimMounts::default();
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut s3 = None;
-    let mut args = vec!["scan".to_owned()];
+    let mut args = Vec::new();
     for (i, source) in scanned_sources(sources) {
         args.push("--source".to_owned());
         args.push(source_arg(
@@ -116,8 +112,6 @@ pub fn scan_job<K: Resource<DynamicType = ()>>(
             &mut s3,
         )?);
     }
-    args.extend(["--result-path".to_owned(), RESULT_PATH.to_owned()]);
-    let env = s3.map(s3_env);
 
     volumes.push(Volume {
         name: "tmp".to_owned(),
@@ -139,48 +133,24 @@ pub fn scan_job<K: Resource<DynamicType = ()>>(
         (LABEL_COMPONENT.to_owned(), "scan".to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
     ]);
-    Ok(Job {
-        metadata: ObjectMeta {
-            name: Some(scan_job_name(&name, kind)),
-            namespace: Some(namespace),
-            labels: Some(labels.clone()),
-            owner_references: Some(vec![controller_ref(owner)?]),
-            ..Default::default()
+    small_job(
+        owner,
+        SmallJob {
+            name: scan_job_name(&name, kind),
+            command: "scan",
+            args,
+            labels,
+            env: s3.map(s3_env),
+            volumes,
+            mounts,
+            cpu: SCAN_CPU,
+            memory: SCAN_MEMORY,
+            backoff_limit: 0,
+            deadline_seconds: SCAN_DEADLINE_SECONDS,
+            ttl_seconds: None,
         },
-        spec: Some(JobSpec {
-            backoff_limit: Some(0),
-            active_deadline_seconds: Some(SCAN_DEADLINE_SECONDS),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    annotations: super::job_pod_annotations(owner)?,
-                    ..Default::default()
-                }),
-                // No GPUs and no placement: a listing runs anywhere the volumes attach.
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".to_owned()),
-                    security_context: Some(restricted_pod_security()),
-                    volumes: Some(volumes),
-                    containers: vec![Container {
-                        name: "scan".to_owned(),
-                        image: Some(runtime_image.to_owned()),
-                        command: Some(vec!["hybrid-runtime".to_owned()]),
-                        args: Some(args),
-                        env,
-                        resources: compute_resources(Some(SCAN_CPU), Some(SCAN_MEMORY), "", 0),
-                        volume_mounts: Some(mounts),
-                        termination_message_path: Some(RESULT_PATH.to_owned()),
-                        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-                        security_context: Some(restricted_container_security()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        status: None,
-    })
+        runtime_image,
+    )
 }
 
 #[cfg(test)]
