@@ -150,16 +150,27 @@ async fn main() -> anyhow::Result<()> {
             autoscaler::run(ctx.clone(), autoscaler_settings, autoscaler_metrics).await;
         }
     };
-    let controllers = async {
+    // Loops that never end on their own (the autoscaler's ticks, two watches): they stop when
+    // the controllers do, on SIGTERM, so the lease is released at once.
+    let background = async {
         tokio::join!(
-            corpus::run(ctx.clone()),
-            adapter::run(ctx.clone()),
-            servingpolicy::run(ctx.clone()),
-            hybridmodel::run(ctx.clone()),
             hybrid_operator::prune::report_retention_jobs(ctx.clone()),
             hybrid_operator::deleted::run(ctx.clone()),
             autoscaling,
         );
+    };
+    let controllers = async {
+        tokio::select! {
+            _ = async {
+                tokio::join!(
+                    corpus::run(ctx.clone()),
+                    adapter::run(ctx.clone()),
+                    servingpolicy::run(ctx.clone()),
+                    hybridmodel::run(ctx.clone()),
+                )
+            } => {}
+            _ = background => {}
+        }
     };
     let lost = async {
         match leadership.as_mut() {
