@@ -7,6 +7,7 @@ use crate::build::train_job::{
     TrainJobInputs, image_trainer_artifact_uri, train_job, train_job_name,
 };
 use crate::build::{name_of, namespace_of};
+use crate::cache::{self, OwnerCaches};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Decision, Observed, Wanted};
@@ -21,7 +22,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -32,31 +33,33 @@ pub const KIND: &str = "Adapter";
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
+    let (adapters, adapter_events) = cache::cached(
         Api::<Adapter>::all(client.clone()),
         watcher::Config::default(),
+        cache::keep,
     );
-    let store = controller.store();
-    controller
-        .owns(
-            Api::<Job>::all(client.clone()),
-            crate::context::owned_objects(),
-        )
-        .watches(
-            Api::<ConfigMap>::all(client),
-            watcher::Config::default(),
-            move |cm| {
-                let (ns, name) = (cm.namespace(), cm.name_any());
-                store
-                    .state()
-                    .iter()
-                    .filter(|a| a.namespace() == ns && references_config_map(a, &name))
-                    .map(|a| ObjectRef::from_obj(&**a))
-                    .collect::<Vec<_>>()
-            },
-        )
+    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_ADAPTER);
+    let store = adapters.clone();
+    Controller::for_stream(adapter_events, adapters)
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .owns_stream(streams.jobs)
+        .watches_stream(streams.config_maps, move |cm: ConfigMap| {
+            let (ns, name) = (cm.namespace(), cm.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|a| a.namespace() == ns && references_config_map(a, &name))
+                .map(|a| ObjectRef::from_obj(&**a))
+                .collect::<Vec<_>>()
+        })
+        // Polled for the cache only: a finished pod is acted on when its Job finishes.
+        .watches_stream(streams.pods, |_: Pod| None)
         .shutdown_on_signal()
-        .run(reconcile, error_policy(KIND), ctx)
+        .run(
+            move |adapter, ctx| reconcile(adapter, ctx, caches.clone()),
+            error_policy(KIND),
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }
@@ -69,7 +72,12 @@ pub fn references_config_map(adapter: &Adapter, name: &str) -> bool {
         .any(|s| s.config_map.as_ref().is_some_and(|c| c.name == name))
 }
 
-async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(
+    adapter: Arc<Adapter>,
+    ctx: Arc<Context>,
+    caches: OwnerCaches,
+) -> Result<Action> {
+    caches.ready().await;
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let ns = namespace_of(&*adapter)?;
     let name = name_of(&*adapter)?;
@@ -84,10 +92,12 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
 
     // Validate, then resolve: the ConfigMaps, HTTP bodies and scan digest that make up the
     // dataset digest.
+    let config_maps = read_config_maps(&caches, &ns, &adapter);
     let resolved = match refresh_interval(&adapter.spec) {
-        Ok(refresh) => match read_config_maps(&ctx, &ns, &adapter).await {
-            Ok(config_maps) => check_remote_sources(
+        Ok(refresh) => {
+            check_remote_sources(
                 &ctx,
+                &caches,
                 &*adapter,
                 &scan_job::ADAPTER,
                 &adapter.spec.dataset,
@@ -96,12 +106,10 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
                 refresh,
             )
             .await
-            .map(|remote| (config_maps, remote)),
-            Err(e) => Err(e),
-        },
+        }
         Err(e) => Err(e),
     };
-    let (config_maps, remote) = match resolved {
+    let remote = match resolved {
         Ok(r) => r,
         Err(e) if !e.is_transient() => {
             return stall(&ctx, &adapters, &adapter, &current, &e, &now).await;
@@ -161,7 +169,7 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
     };
 
     let job_name = train_job_name(&name, &revision);
-    let observed = observe(&ctx, &ns, &jobs_api, &adapter, &job_name, &revision).await?;
+    let observed = observe(&ctx, &caches, &ns, &adapter, &job_name, &revision).await?;
     let wanted = Wanted {
         revision: &revision,
         job_name: &job_name,
@@ -211,17 +219,19 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
                 )
                 .await?;
             }
-            let job = jobs::create_if_absent(&jobs_api, &built.job).await?;
+            let (job, created) = jobs::create_if_absent(&jobs_api, &built.job).await?;
             started = job.metadata.creation_timestamp.clone();
-            ctx.metrics.job_started("train");
-            ctx.event(
-                &*adapter,
-                false,
-                reasons::TRAINING,
-                "CreateTrainingJob",
-                format!("training Job {job_name} started for training revision {revision}"),
-            )
-            .await;
+            if created {
+                ctx.metrics.job_started("train");
+                ctx.event(
+                    &*adapter,
+                    false,
+                    reasons::TRAINING,
+                    "CreateTrainingJob",
+                    format!("training Job {job_name} started for training revision {revision}"),
+                )
+                .await;
+            }
             requeue = Some(jobs::RUNNING_POLL);
         }
         Decision::Running => requeue = Some(jobs::RUNNING_POLL),
@@ -287,7 +297,14 @@ async fn reconcile(adapter: Arc<Adapter>, ctx: Arc<Context>) -> Result<Action> {
             ..
         } => jobs::delete(&jobs_api, &job_name).await?,
         Decision::Succeeded(_) => {
-            jobs::delete_stale(&jobs_api, crate::build::LABEL_ADAPTER, &name, &job_name).await?
+            jobs::delete_stale(
+                &jobs_api,
+                &caches,
+                crate::build::LABEL_ADAPTER,
+                &name,
+                &job_name,
+            )
+            .await?
         }
         _ => {}
     }
@@ -564,40 +581,39 @@ fn failure_health(
     }
 }
 
-async fn read_config_maps(ctx: &Context, ns: &str, adapter: &Adapter) -> Result<ConfigMaps> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let mut out = ConfigMaps::new();
-    for source in adapter
-        .spec
-        .dataset
-        .iter()
+fn read_config_maps(caches: &OwnerCaches, ns: &str, adapter: &Adapter) -> ConfigMaps {
+    (adapter.spec.dataset.iter())
         .filter_map(|s| s.config_map.as_ref())
-    {
-        if let Some(cm) = api.get_opt(&source.name).await? {
-            out.insert(source.name.clone(), cm);
-        }
-    }
-    Ok(out)
+        .filter_map(|source| {
+            let cm = caches.config_map(ns, &source.name)?;
+            Some((source.name.clone(), (*cm).clone()))
+        })
+        .collect()
 }
 
 async fn observe(
     ctx: &Context,
+    caches: &OwnerCaches,
     ns: &str,
-    jobs_api: &Api<Job>,
     adapter: &Adapter,
     job_name: &str,
     revision: &str,
 ) -> Result<Observed<TrainResult>> {
-    let Some(job) = jobs_api.get_opt(job_name).await? else {
+    let Some(job) = caches.job(ns, job_name) else {
         return Ok(Observed::Absent);
     };
     let created = job.metadata.creation_timestamp.clone();
     let finished = jobs::finished_at(&job);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let outcome = match jobs::job_phase(&job) {
-        jobs::JobPhase::Running => return Ok(Observed::Running { created }),
+    let phase = jobs::job_phase(&job);
+    if let jobs::JobPhase::Running = phase {
+        return Ok(Observed::Running { created });
+    }
+    let state = caches
+        .terminated(&ctx.client, ns, job_name, "train")
+        .await?;
+    let outcome = match phase {
         jobs::JobPhase::Succeeded => {
-            let message = jobs::termination_message(&pods, job_name, "train").await?;
+            let message = (state.clone()).and_then(|t| t.message).unwrap_or_default();
             match parse_train_report(&message) {
                 Ok(Ok(result)) => Ok(result),
                 Ok(Err(failure)) => Err(failure.to_string()),
@@ -615,8 +631,7 @@ async fn observe(
                 Err(e) => Err(e.to_string()),
             }
         }
-        jobs::JobPhase::Failed => {
-            let state = jobs::terminated(&pods, job_name, "train").await?;
+        _ => {
             Err(jobs::failure_message(
                 state.as_ref(),
                 "train",

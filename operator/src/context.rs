@@ -31,8 +31,8 @@ pub struct Settings {
     pub runtime_image: String,
     /// The ServiceMonitor CRD (Prometheus Operator) is served: give each HybridModel one.
     pub service_monitors: bool,
-    /// HybridModel reconciles run at once (0: no limit). Bounds memory and the requests in
-    /// flight when every model is reconciled at once (start-up, a watch relist).
+    /// Reconciles of each kind run at once (0: no limit). Bounds memory and the requests in
+    /// flight when every object is reconciled at once (start-up, a watch relist).
     pub concurrency: u16,
 }
 

@@ -5,6 +5,7 @@ use crate::build::job_result::{IndexResult, parse_index_report};
 use crate::build::revision::{ConfigMaps, corpus_content_revision};
 use crate::build::scan_job;
 use crate::build::{name_of, namespace_of};
+use crate::cache::{self, OwnerCaches};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Decision, Observed, Wanted};
@@ -17,7 +18,7 @@ use hybrid_crds::{Corpus, CorpusStatus};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -27,31 +28,33 @@ pub const KIND: &str = "Corpus";
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let controller = Controller::new(
+    let (corpora, corpus_events) = cache::cached(
         Api::<Corpus>::all(client.clone()),
         watcher::Config::default(),
+        cache::keep,
     );
-    let store = controller.store();
-    controller
-        .owns(
-            Api::<Job>::all(client.clone()),
-            crate::context::owned_objects(),
-        )
-        .watches(
-            Api::<ConfigMap>::all(client),
-            watcher::Config::default(),
-            move |cm| {
-                let (ns, name) = (cm.namespace(), cm.name_any());
-                store
-                    .state()
-                    .iter()
-                    .filter(|c| c.namespace() == ns && references_config_map(c, &name))
-                    .map(|c| ObjectRef::from_obj(&**c))
-                    .collect::<Vec<_>>()
-            },
-        )
+    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_CORPUS);
+    let store = corpora.clone();
+    Controller::for_stream(corpus_events, corpora)
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .owns_stream(streams.jobs)
+        .watches_stream(streams.config_maps, move |cm: ConfigMap| {
+            let (ns, name) = (cm.namespace(), cm.name_any());
+            store
+                .state()
+                .iter()
+                .filter(|c| c.namespace() == ns && references_config_map(c, &name))
+                .map(|c| ObjectRef::from_obj(&**c))
+                .collect::<Vec<_>>()
+        })
+        // Polled for the cache only: a finished pod is acted on when its Job finishes.
+        .watches_stream(streams.pods, |_: Pod| None)
         .shutdown_on_signal()
-        .run(reconcile, error_policy(KIND), ctx)
+        .run(
+            move |corpus, ctx| reconcile(corpus, ctx, caches.clone()),
+            error_policy(KIND),
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }
@@ -64,7 +67,8 @@ pub fn references_config_map(corpus: &Corpus, name: &str) -> bool {
         .any(|s| s.config_map.as_ref().is_some_and(|c| c.name == name))
 }
 
-async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>, caches: OwnerCaches) -> Result<Action> {
+    caches.ready().await;
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let ns = namespace_of(&*corpus)?;
     let name = name_of(&*corpus)?;
@@ -78,10 +82,12 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
 
     // Validate, then resolve: the ConfigMaps, HTTP bodies and scan digest that make up the
     // content revision.
+    let config_maps = read_config_maps(&caches, &ns, &corpus);
     let resolved = match refresh_interval(&corpus.spec) {
-        Ok(refresh) => match read_config_maps(&ctx, &ns, &corpus).await {
-            Ok(config_maps) => check_remote_sources(
+        Ok(refresh) => {
+            check_remote_sources(
                 &ctx,
+                &caches,
                 &*corpus,
                 &scan_job::CORPUS,
                 &corpus.spec.sources,
@@ -90,12 +96,10 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
                 refresh,
             )
             .await
-            .map(|remote| (config_maps, remote)),
-            Err(e) => Err(e),
-        },
+        }
         Err(e) => Err(e),
     };
-    let (config_maps, remote) = match resolved {
+    let remote = match resolved {
         Ok(r) => r,
         Err(e) if !e.is_transient() => {
             return stall(&ctx, &corpora, &corpus, &current, &e, &now).await;
@@ -153,7 +157,7 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
     };
 
     let job_name = index_job_name(&name, &content_revision);
-    let observed = observe(&ctx, &ns, &jobs_api, &job_name).await?;
+    let observed = observe(&ctx, &caches, &ns, &job_name).await?;
     let wanted = Wanted {
         revision: &content_revision,
         job_name: &job_name,
@@ -196,17 +200,19 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
                 }
                 Err(e) => return Err(e),
             };
-            let job = jobs::create_if_absent(&jobs_api, &job).await?;
+            let (job, created) = jobs::create_if_absent(&jobs_api, &job).await?;
             started = job.metadata.creation_timestamp.clone();
-            ctx.metrics.job_started("index");
-            ctx.event(
-                &*corpus,
-                false,
-                reasons::INDEXING,
-                "CreateIndexJob",
-                format!("index Job {job_name} started for content revision {content_revision}"),
-            )
-            .await;
+            if created {
+                ctx.metrics.job_started("index");
+                ctx.event(
+                    &*corpus,
+                    false,
+                    reasons::INDEXING,
+                    "CreateIndexJob",
+                    format!("index Job {job_name} started for content revision {content_revision}"),
+                )
+                .await;
+            }
             requeue = Some(jobs::RUNNING_POLL);
         }
         Decision::Running => requeue = Some(jobs::RUNNING_POLL),
@@ -281,7 +287,14 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>) -> Result<Action> {
             ..
         } => jobs::delete(&jobs_api, &job_name).await?,
         Decision::Succeeded(_) => {
-            jobs::delete_stale(&jobs_api, crate::build::LABEL_CORPUS, &name, &job_name).await?
+            jobs::delete_stale(
+                &jobs_api,
+                &caches,
+                crate::build::LABEL_CORPUS,
+                &name,
+                &job_name,
+            )
+            .await?
         }
         _ => {}
     }
@@ -540,56 +553,52 @@ fn stalled(corpus: &Corpus, current: &CorpusStatus, e: &Error, now: &Time) -> Co
     status
 }
 
-async fn read_config_maps(ctx: &Context, ns: &str, corpus: &Corpus) -> Result<ConfigMaps> {
-    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let mut out = ConfigMaps::new();
-    for source in corpus
-        .spec
-        .sources
-        .iter()
+fn read_config_maps(caches: &OwnerCaches, ns: &str, corpus: &Corpus) -> ConfigMaps {
+    (corpus.spec.sources.iter())
         .filter_map(|s| s.config_map.as_ref())
-    {
-        if let Some(cm) = api.get_opt(&source.name).await? {
-            out.insert(source.name.clone(), cm);
-        }
-    }
-    Ok(out)
+        .filter_map(|source| {
+            let cm = caches.config_map(ns, &source.name)?;
+            Some((source.name.clone(), (*cm).clone()))
+        })
+        .collect()
 }
 
 async fn observe(
     ctx: &Context,
+    caches: &OwnerCaches,
     ns: &str,
-    jobs_api: &Api<Job>,
     job_name: &str,
 ) -> Result<Observed<IndexResult>> {
-    let Some(job) = jobs_api.get_opt(job_name).await? else {
+    let Some(job) = caches.job(ns, job_name) else {
         return Ok(Observed::Absent);
     };
     let created = job.metadata.creation_timestamp.clone();
     let finished = jobs::finished_at(&job);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let outcome = match jobs::job_phase(&job) {
-        jobs::JobPhase::Running => return Ok(Observed::Running { created }),
+    let phase = jobs::job_phase(&job);
+    if let jobs::JobPhase::Running = phase {
+        return Ok(Observed::Running { created });
+    }
+    let state = caches
+        .terminated(&ctx.client, ns, job_name, "index")
+        .await?;
+    let outcome = match phase {
         jobs::JobPhase::Succeeded => {
-            let message = jobs::termination_message(&pods, job_name, "index").await?;
+            let message = state.and_then(|t| t.message).unwrap_or_default();
             match parse_index_report(&message) {
                 Ok(Ok(result)) => Ok(result),
                 Ok(Err(failure)) => Err(failure.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         }
-        jobs::JobPhase::Failed => {
-            let state = jobs::terminated(&pods, job_name, "index").await?;
-            Err(jobs::failure_message(
-                state.as_ref(),
-                "index",
-                |m| match parse_index_report(m) {
-                    Ok(Err(failure)) => Some(failure.to_string()),
-                    // FallbackToLogsOnError: a crash leaves the log tail instead of JSON.
-                    _ => None,
-                },
-            ))
-        }
+        _ => Err(jobs::failure_message(
+            state.as_ref(),
+            "index",
+            |m| match parse_index_report(m) {
+                Ok(Err(failure)) => Some(failure.to_string()),
+                // FallbackToLogsOnError: a crash leaves the log tail instead of JSON.
+                _ => None,
+            },
+        )),
     };
     Ok(Observed::Finished {
         created,

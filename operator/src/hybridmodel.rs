@@ -8,6 +8,7 @@ use crate::build::serving::{
 use crate::build::{
     LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, label_value, name_of, namespace_of,
 };
+use crate::cache::{self, Readiness, cached, keep};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
@@ -49,61 +50,20 @@ struct Caches {
 }
 
 impl Caches {
-    /// Until every cache has had its first list, a missing object would read as absent. (Err
-    /// only when a watch is gone, i.e. the controller is stopping.) `Store::wait_until_ready`
-    /// wakes only the last of several tasks waiting on it at once, so this one task waits and
-    /// reconciles wait for its [`Self::readiness`] signal.
-    async fn wait_all(&self) {
-        let _ = self.policies.wait_until_ready().await;
-        let _ = self.corpora.wait_until_ready().await;
-        let _ = self.adapters.wait_until_ready().await;
-        let _ = self.deployments.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.pdbs.wait_until_ready().await;
-        let _ = self.config_maps.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
-    }
-
-    /// A signal, true once every cache has had its first list, for any number of waiters.
-    fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
-        let (ready, readiness) = tokio::sync::watch::channel(false);
+    fn readiness(&self) -> Readiness {
         let caches = self.clone();
-        tokio::spawn(async move {
-            caches.wait_all().await;
-            let _ = ready.send(true);
-        });
-        readiness
+        Readiness::after(async move {
+            let _ = caches.policies.wait_until_ready().await;
+            let _ = caches.corpora.wait_until_ready().await;
+            let _ = caches.adapters.wait_until_ready().await;
+            let _ = caches.deployments.wait_until_ready().await;
+            let _ = caches.services.wait_until_ready().await;
+            let _ = caches.pdbs.wait_until_ready().await;
+            let _ = caches.config_maps.wait_until_ready().await;
+            let _ = caches.pods.wait_until_ready().await;
+        })
     }
 }
-
-/// A watch of `api` that fills a cache: managedFields (often half of an object) are dropped,
-/// and `trim` drops what the reconciler never reads.
-fn cached<K>(
-    api: Api<K>,
-    wc: watcher::Config,
-    trim: impl FnMut(&mut K) + Send + 'static,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
-{
-    let (store, writer) = reflector::store();
-    let mut trim = trim;
-    let stream = watcher(api, wc)
-        .default_backoff()
-        .modify(move |o: &mut K| {
-            o.meta_mut().managed_fields = None;
-            trim(o);
-        })
-        .reflect(writer)
-        .touched_objects();
-    (store, stream)
-}
-
-/// No trimming beyond managedFields.
-fn keep<K>(_: &mut K) {}
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
@@ -148,7 +108,16 @@ pub async fn run(ctx: Arc<Context>) {
     });
     let (corpora, corpus_events) = cached(Api::<Corpus>::all(client.clone()), wc(), keep);
     let (adapters, adapter_events) = cached(Api::<Adapter>::all(client.clone()), wc(), keep);
-    let (policies, policy_events) = cached(Api::<ServingPolicy>::all(client), wc(), keep);
+    // A model reads only the policy's spec: its status (`usedBy`, written as models come and
+    // go) would otherwise reconcile every model using it on each write.
+    let (policies, policy_events) = {
+        let (store, writer) = reflector::store();
+        let stream = watcher(Api::<ServingPolicy>::all(client), wc())
+            .default_backoff()
+            .modify(|p: &mut ServingPolicy| p.metadata.managed_fields = None)
+            .reflect(writer);
+        (store, cache::spec_changes(stream))
+    };
     let caches = Caches {
         policies,
         corpora,
@@ -359,10 +328,9 @@ async fn reconcile(
     model: Arc<HybridModel>,
     ctx: Arc<Context>,
     caches: Caches,
-    mut readiness: tokio::sync::watch::Receiver<bool>,
+    readiness: Readiness,
 ) -> Result<Action> {
-    // Err: the waiting task is gone, which it is only after signalling (or a panic).
-    let _ = readiness.wait_for(|ready| *ready).await;
+    readiness.wait().await;
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let ns = namespace_of(&*model)?;
     let name = name_of(&*model)?;

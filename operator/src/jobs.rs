@@ -169,32 +169,29 @@ pub fn finished_at(job: &Job) -> Option<Time> {
     })
 }
 
-/// The termination message of the Job's (newest) pod, empty when there is none.
-pub async fn termination_message(
-    pods: &Api<Pod>,
-    job_name: &str,
-    container: &str,
-) -> Result<String> {
-    Ok(terminated(pods, job_name, container)
-        .await?
-        .and_then(|t| t.message)
-        .unwrap_or_default())
-}
+/// The label the Job controller puts on a Job's pods.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
-/// The terminated state of `container` in the Job's newest pod (reason, exit code, message).
+/// The terminated state of `container` in the Job's newest pod (reason, exit code, message),
+/// read from the apiserver.
 pub async fn terminated(
     pods: &Api<Pod>,
     job_name: &str,
     container: &str,
 ) -> Result<Option<ContainerStateTerminated>> {
     let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job_name}")))
         .await?;
-    let newest = list
-        .items
-        .iter()
-        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    Ok(newest
+    Ok(newest_terminated(list.items.iter(), container))
+}
+
+/// The terminated state of `container` in the newest of a Job's `pods`.
+pub fn newest_terminated<'a>(
+    pods: impl Iterator<Item = &'a Pod>,
+    container: &str,
+) -> Option<ContainerStateTerminated> {
+    let newest = pods.max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    newest
         .and_then(|p| p.status.as_ref())
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.name == container))
@@ -204,7 +201,7 @@ pub async fn terminated(
                 .and_then(|s| s.terminated.as_ref())
                 .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
         })
-        .cloned())
+        .cloned()
 }
 
 /// A failed Job's message: the pod's reason and exit code (`OOMKilled, exit code 137`), then
@@ -230,18 +227,20 @@ pub fn failure_message(
     }
 }
 
-/// Creates the Job unless it exists. Jobs are created, never applied: their pod template is
-/// immutable, and the name already pins the revision.
-pub async fn create_if_absent(jobs: &Api<Job>, job: &Job) -> Result<Job> {
+/// Creates the Job unless it exists; true when this call created it (a watch cache a moment
+/// behind reads a Job just created as absent: the Event and metric of its start must not be
+/// repeated). Jobs are created, never applied: their pod template is immutable, and the name
+/// already pins the revision.
+pub async fn create_if_absent(jobs: &Api<Job>, job: &Job) -> Result<(Job, bool)> {
     match jobs.create(&PostParams::default(), job).await {
-        Ok(created) => Ok(created),
+        Ok(created) => Ok((created, true)),
         Err(kube::Error::Api(status)) if status.code == 409 => {
             let name = job
                 .metadata
                 .name
                 .as_deref()
                 .ok_or(Error::MissingObjectKey("metadata.name"))?;
-            Ok(jobs.get(name).await?)
+            Ok((jobs.get(name).await?, false))
         }
         Err(e) => Err(e.into()),
     }
@@ -271,17 +270,31 @@ pub fn stale_jobs(jobs: &[Job], keep: &str) -> Vec<String> {
         .collect()
 }
 
-/// Deletes the finished Jobs with `label=owner` other than `keep`. A scan Job is left to the
-/// reconcile that reads its result, and a prune Job to its TTL.
-pub async fn delete_stale(jobs: &Api<Job>, label: &str, owner: &str, keep: &str) -> Result<()> {
-    let list = jobs
-        .list(&ListParams::default().labels(&format!(
-            "{label}={},{} notin (scan,prune)",
-            crate::build::label_value(owner),
-            crate::build::LABEL_COMPONENT
-        )))
-        .await?;
-    for name in stale_jobs(&list.items, keep) {
+/// Deletes the finished Jobs with `label=owner` other than `keep` (as the cache lists them). A
+/// scan Job is left to the reconcile that reads its result, and a prune Job to its TTL.
+pub async fn delete_stale(
+    jobs: &Api<Job>,
+    caches: &crate::cache::OwnerCaches,
+    label: &str,
+    owner: &str,
+    keep: &str,
+) -> Result<()> {
+    let owner = crate::build::label_value(owner);
+    let ns = jobs.namespace().unwrap_or_default().to_owned();
+    let owned: Vec<Job> = caches
+        .jobs(&ns, |labels| {
+            labels.get(label) == Some(&owner)
+                && !matches!(
+                    labels
+                        .get(crate::build::LABEL_COMPONENT)
+                        .map(String::as_str),
+                    Some("scan" | "prune")
+                )
+        })
+        .into_iter()
+        .map(|j| (*j).clone())
+        .collect();
+    for name in stale_jobs(&owned, keep) {
         delete(jobs, &name).await?;
     }
     Ok(())

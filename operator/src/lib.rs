@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod admin;
 pub mod autoscaler;
 pub mod build;
+pub mod cache;
 pub mod context;
 pub mod corpus;
 pub mod deleted;

@@ -170,8 +170,8 @@ pub async fn prune<K: Stored>(
     )?;
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    if jobs_api.get_opt(&name).await?.is_none() {
-        jobs::create_if_absent(&jobs_api, &job).await?;
+    if jobs_api.get_opt(&name).await?.is_none() && jobs::create_if_absent(&jobs_api, &job).await?.1
+    {
         ctx.metrics.job_started("prune");
         ctx.event(
             obj,

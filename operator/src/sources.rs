@@ -6,6 +6,7 @@ use crate::build::job_result::parse_scan_report;
 use crate::build::revision::RemoteDigests;
 use crate::build::scan_job::{ScanOwner, scan_job, scan_job_name, scan_sources_key};
 use crate::build::{name_of, namespace_of};
+use crate::cache::OwnerCaches;
 use crate::context::Context;
 use crate::digest::hex;
 use crate::error::{Error, Result};
@@ -16,7 +17,6 @@ use hybrid_crds::common::{Conditions, DataSource};
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::corpus::{HttpSourceState, SourceScan};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, Resource};
 use reqwest::StatusCode;
@@ -214,6 +214,7 @@ impl RemoteCheck {
 #[allow(clippy::too_many_arguments)]
 pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
     ctx: &Context,
+    caches: &OwnerCaches,
     owner: &K,
     kind: &ScanOwner,
     sources: &[DataSource],
@@ -262,7 +263,8 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
 
     // The owner's scan Job: read it if it finished (then delete it: one at a time), and
     // drop it if it lists sources the spec no longer has.
-    if let Some(job) = jobs_api.get_opt(&scan_name).await? {
+    let ns = namespace_of(owner)?;
+    if let Some(job) = caches.job(&ns, &scan_name) {
         let job_key = job
             .metadata
             .labels
@@ -274,8 +276,9 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
             jobs::JobPhase::Running if current_scan => check.scan_running = true,
             jobs::JobPhase::Running => jobs::delete(jobs_api, &scan_name).await?,
             phase => {
-                let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace_of(owner)?);
-                let state = jobs::terminated(&pods, &scan_name, "scan").await?;
+                let state = caches
+                    .terminated(&ctx.client, &ns, &scan_name, "scan")
+                    .await?;
                 if let Some(key) = scan_key.clone().filter(|_| current_scan) {
                     checked_now = true; // a scan result was read
                     let message = state
@@ -346,8 +349,9 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
                 scan_key.as_deref().unwrap_or_default(),
                 &ctx.settings.runtime_image,
             )?;
-            jobs::create_if_absent(jobs_api, &job).await?;
-            ctx.metrics.job_started("scan");
+            if jobs::create_if_absent(jobs_api, &job).await?.1 {
+                ctx.metrics.job_started("scan");
+            }
             check.scan_running = true;
         }
         ctx.refresh

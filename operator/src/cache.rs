@@ -1,0 +1,282 @@
+//! Watch caches: what reconcilers read instead of the apiserver. Each cache is filled by a watch
+//! that also triggers reconciles (or is polled next to them), so a reconcile that changes
+//! nothing sends no request, and one that acts sends only its writes.
+
+use crate::build::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::error::Result;
+use crate::jobs;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Pod, PodStatus};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// A watch of `api` that fills a cache: managedFields (often half of an object) are dropped,
+/// and `trim` drops what the reconciler never reads.
+pub fn cached<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+{
+    let (store, writer) = reflector::store();
+    let mut trim = trim;
+    let stream = watcher(api, wc)
+        .default_backoff()
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            trim(o);
+        })
+        .reflect(writer)
+        .touched_objects();
+    (store, stream)
+}
+
+/// No trimming beyond managedFields.
+pub fn keep<K>(_: &mut K) {}
+
+/// A pod reduced to what reconcilers read: metadata, conditions (readiness) and container
+/// states (a Job's termination message).
+pub fn trim_pod(p: &mut Pod) {
+    p.spec = None;
+    if let Some(s) = p.status.as_mut() {
+        *s = PodStatus {
+            conditions: s.conditions.take(),
+            container_statuses: s.container_statuses.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// A Job reduced to its metadata and status (the pod template is what it was created with).
+pub fn trim_job(j: &mut Job) {
+    j.spec = None;
+}
+
+/// The objects of a watch whose generation (their spec) changed, and deleted ones: for a
+/// reconciler that reads only the spec of this kind, status writes are not worth a reconcile.
+/// (Objects deleted while the watch reconnects are only noticed at the next resync.)
+pub fn spec_changes<K, S>(
+    events: S,
+) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Send + 'static,
+    S: futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>>
+        + Send
+        + 'static,
+{
+    let mut seen: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
+    events.flat_map(move |event| {
+        let passed = match event {
+            Err(e) => Some(Err(e)),
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                let generation = o.meta().generation;
+                (seen.insert(ObjectRef::from_obj(&o), generation) != Some(generation))
+                    .then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                seen.remove(&ObjectRef::from_obj(&o));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+        };
+        futures::stream::iter(passed)
+    })
+}
+
+/// True once every cache has had its first list (until then a missing object would read as
+/// absent), for any number of waiters. `Store::wait_until_ready` wakes only the last of several
+/// tasks waiting on it at once, so one task waits and reconciles wait for its signal.
+#[derive(Clone)]
+pub struct Readiness(tokio::sync::watch::Receiver<bool>);
+
+impl Readiness {
+    pub fn after(all_ready: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (ready, readiness) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            all_ready.await;
+            let _ = ready.send(true);
+        });
+        Self(readiness)
+    }
+
+    pub async fn wait(&self) {
+        // Err: the waiting task is gone, which it is only after signalling (or a panic).
+        let _ = self.0.clone().wait_for(|ready| *ready).await;
+    }
+}
+
+/// What the Corpus and Adapter reconcilers read: the Jobs the operator started for that kind
+/// (index or training, scan and prune), their pods (for termination messages), and the
+/// ConfigMaps sources name.
+#[derive(Clone)]
+pub struct OwnerCaches {
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    config_maps: Store<ConfigMap>,
+    readiness: Readiness,
+}
+
+/// A watch's changed objects, boxed.
+pub type Events<K> = futures::stream::BoxStream<'static, std::result::Result<K, watcher::Error>>;
+
+/// The streams that fill [`OwnerCaches`]; the controller must poll all three.
+pub struct OwnerStreams {
+    pub jobs: Events<Job>,
+    pub pods: Events<Pod>,
+    pub config_maps: Events<ConfigMap>,
+}
+
+impl OwnerCaches {
+    /// Caches of the Jobs and pods labelled `owner_label` by the operator, and of ConfigMaps.
+    pub fn watch(client: &Client, owner_label: &str) -> (Self, OwnerStreams) {
+        let owned = || {
+            watcher::Config::default()
+                .labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owner_label}"))
+        };
+        let (jobs, job_events) = cached(Api::all(client.clone()), owned(), trim_job);
+        let (pods, pod_events) = cached(Api::all(client.clone()), owned(), trim_pod);
+        let (config_maps, config_map_events) =
+            cached(Api::all(client.clone()), watcher::Config::default(), keep);
+        let (j, p, c) = (jobs.clone(), pods.clone(), config_maps.clone());
+        let readiness = Readiness::after(async move {
+            let _ = j.wait_until_ready().await;
+            let _ = p.wait_until_ready().await;
+            let _ = c.wait_until_ready().await;
+        });
+        (
+            Self {
+                jobs,
+                pods,
+                config_maps,
+                readiness,
+            },
+            OwnerStreams {
+                jobs: job_events.boxed(),
+                pods: pod_events.boxed(),
+                config_maps: config_map_events.boxed(),
+            },
+        )
+    }
+
+    pub async fn ready(&self) {
+        self.readiness.wait().await
+    }
+
+    pub fn job(&self, ns: &str, name: &str) -> Option<Arc<Job>> {
+        self.jobs.get(&ObjectRef::new(name).within(ns))
+    }
+
+    pub fn config_map(&self, ns: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        self.config_maps.get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// Jobs in `ns` whose labels pass `keep`.
+    pub fn jobs(
+        &self,
+        ns: &str,
+        keep: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
+    ) -> Vec<Arc<Job>> {
+        self.jobs
+            .state()
+            .into_iter()
+            .filter(|j| j.namespace().as_deref() == Some(ns) && keep(j.labels()))
+            .collect()
+    }
+
+    /// The terminated state of `container` in the Job's newest pod. A finished Job's pod can
+    /// reach the cache a moment after the Job does; then it is read from the apiserver.
+    pub async fn terminated(
+        &self,
+        client: &Client,
+        ns: &str,
+        job_name: &str,
+        container: &str,
+    ) -> Result<Option<ContainerStateTerminated>> {
+        let pods: Vec<Arc<Pod>> = self
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(ns)
+                    && p.labels().get(jobs::JOB_NAME_LABEL).map(String::as_str) == Some(job_name)
+            })
+            .collect();
+        let cached = jobs::newest_terminated(pods.iter().map(|p| &**p), container);
+        match cached {
+            Some(state) => Ok(Some(state)),
+            None => {
+                jobs::terminated(&Api::namespaced(client.clone(), ns), job_name, container).await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hybrid_crds::ServingPolicy;
+
+    fn policy(name: &str, generation: i64, used_by: &str) -> ServingPolicy {
+        let mut p: ServingPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "hybrid.dev/v1alpha1", "kind": "ServingPolicy",
+            "metadata": {"name": name, "namespace": "ns", "generation": generation},
+            "spec": {"latency": {"p95Ms": 2500}}
+        }))
+        .expect("policy");
+        p.status =
+            Some(serde_json::from_value(serde_json::json!({"usedBy": [used_by]})).expect("status"));
+        p
+    }
+
+    #[tokio::test]
+    async fn spec_changes_pass_new_specs_and_deletions_not_status_writes() {
+        use watcher::Event::*;
+        let events = vec![
+            Init,
+            InitApply(policy("a", 1, "m0")),
+            InitDone,
+            Apply(policy("a", 1, "m1")), // status only
+            Apply(policy("b", 1, "m0")), // another object
+            Apply(policy("a", 2, "m1")), // spec edit
+            Apply(policy("a", 2, "m2")), // status only
+            Delete(policy("a", 2, "m2")),
+            Apply(policy("a", 1, "m0")), // recreated under the same name
+        ];
+        let passed: Vec<(String, i64, String)> =
+            spec_changes(futures::stream::iter(events.into_iter().map(Ok)))
+                .map(|p| {
+                    let p = p.expect("no error");
+                    let used_by = p.status.expect("status").used_by.join(",");
+                    (
+                        p.metadata.name.expect("name"),
+                        p.metadata.generation.expect("gen"),
+                        used_by,
+                    )
+                })
+                .collect()
+                .await;
+        let expected = [
+            ("a", 1, "m0"),
+            ("b", 1, "m0"),
+            ("a", 2, "m1"),
+            ("a", 2, "m2"),
+            ("a", 1, "m0"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(n, g, u)| (n.to_string(), *g, u.to_string()))
+            .collect();
+        assert_eq!(passed, expected);
+    }
+}
