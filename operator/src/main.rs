@@ -12,6 +12,10 @@ use kube::{Api, Client};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const INSTALL_CRDS: &str = "kubectl apply --server-side -f charts/hybrid-operator/crds/";
 const LEASE_NAME: &str = "hybrid-operator";
 
@@ -46,8 +50,8 @@ struct Args {
     /// Do not run the latency autoscaler (ServingPolicies with autoscaling stay at their decisions).
     #[arg(long, env = "HYBRID_NO_AUTOSCALER")]
     no_autoscaler: bool,
-    /// HybridModel reconciles run at once (0: no limit). Bounds memory and the requests in flight
-    /// when every model is reconciled at once, as after a start.
+    /// Reconciles of each kind run at once (0: no limit). Bounds memory and the requests in
+    /// flight when every object is reconciled at once, as after a start.
     #[arg(long, env = "HYBRID_CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// Log format: `text` or `json`.
