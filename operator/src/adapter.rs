@@ -24,7 +24,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +34,7 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let (adapters, adapter_events) = cache::cached(
         Api::<Adapter>::all(client.clone()),
-        watcher::Config::default(),
+        cache::watch(),
         cache::keep,
     );
     let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_ADAPTER);

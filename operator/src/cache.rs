@@ -16,6 +16,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
+/// Objects per page of a watch's initial list (and relists). Every watch lists at once when the
+/// operator starts, and a page is held whole (with managedFields) until its objects reach their
+/// caches trimmed: kube's default of 500 made the start-up peak grow with the cluster.
+pub const PAGE_SIZE: u32 = 50;
+
+/// The watch config every watch of the operator starts from.
+pub fn watch() -> watcher::Config {
+    watcher::Config::default().page_size(PAGE_SIZE)
+}
+
 /// A watch of `api` that fills a cache: managedFields (often half of an object) are dropped,
 /// and `trim` drops what the reconciler never reads.
 pub fn cached<K>(
@@ -140,14 +150,13 @@ pub struct OwnerStreams {
 impl OwnerCaches {
     /// Caches of the Jobs and pods labelled `owner_label` by the operator, and of ConfigMaps.
     pub fn watch(client: &Client, owner_label: &str) -> (Self, OwnerStreams) {
-        let owned = || {
-            watcher::Config::default()
-                .labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owner_label}"))
-        };
+        let owned = || watch().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owner_label}"));
         let (jobs, job_events) = cached(Api::all(client.clone()), owned(), trim_job);
         let (pods, pod_events) = cached(Api::all(client.clone()), owned(), trim_pod);
-        let (config_maps, config_map_events) =
-            cached(Api::all(client.clone()), watcher::Config::default(), keep);
+        // Sources name users' ConfigMaps; the operator's own (runtime and training configs)
+        // are never sources.
+        let sources = watch().labels(&format!("{LABEL_MANAGED_BY}!={MANAGED_BY}"));
+        let (config_maps, config_map_events) = cached(Api::all(client.clone()), sources, keep);
         let (j, p, c) = (jobs.clone(), pods.clone(), config_maps.clone());
         let readiness = Readiness::after(async move {
             let _ = j.wait_until_ready().await;

@@ -15,16 +15,6 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue after a transient error (API server unreachable, conflict).
 pub const TRANSIENT_RETRY: Duration = Duration::from_secs(15);
 
-/// Watch config for objects the operator creates: only those carrying its managed-by label, so
-/// the owned-object caches hold the operator's Jobs and ConfigMaps, not every one in the cluster.
-pub fn owned_objects() -> kube::runtime::watcher::Config {
-    kube::runtime::watcher::Config::default().labels(&format!(
-        "{}={}",
-        crate::build::LABEL_MANAGED_BY,
-        crate::build::MANAGED_BY
-    ))
-}
-
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Image of `hybrid-runtime`, used by index and training Jobs and serving pods.

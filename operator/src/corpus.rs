@@ -20,7 +20,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
@@ -30,7 +29,7 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let (corpora, corpus_events) = cache::cached(
         Api::<Corpus>::all(client.clone()),
-        watcher::Config::default(),
+        cache::watch(),
         cache::keep,
     );
     let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_CORPUS);

@@ -78,7 +78,7 @@ where
     // `Api<PartialObjectMeta<K>>` lists and watches metadata only.
     let events = watcher(
         Api::<PartialObjectMeta<K>>::all(ctx.client.clone()),
-        watcher::Config::default(),
+        crate::cache::watch(),
     )
     .default_backoff();
     futures::pin_mut!(events);

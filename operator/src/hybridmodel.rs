@@ -67,7 +67,7 @@ impl Caches {
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let wc = watcher::Config::default;
+    let wc = cache::watch;
     let (models, model_events) = {
         let (store, writer) = reflector::store();
         let ctx = ctx.clone();
@@ -228,7 +228,7 @@ fn resolve(
 /// Watch config for what serves a model (pods, and the objects the operator applies for it): the
 /// operator's label and the serving component.
 fn serving() -> watcher::Config {
-    watcher::Config::default().labels(&format!(
+    cache::watch().labels(&format!(
         "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=serving"
     ))
 }

@@ -380,7 +380,7 @@ pub async fn report_retention_jobs(ctx: Arc<Context>) {
     let reported = std::sync::Mutex::new(BTreeSet::<String>::new());
     let ctx = &ctx;
     let reported = &reported;
-    watcher(jobs, watcher::Config::default().labels(&selector))
+    watcher(jobs, crate::cache::watch().labels(&selector))
         .default_backoff()
         .applied_objects()
         .for_each(|job| async move {

@@ -2,16 +2,16 @@
 //! the policy. The policy itself creates nothing; HybridModels read it.
 
 use crate::build::namespace_of;
+use crate::cache::{self, Readiness};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::status::{Health, apply_status, set_health};
 use futures::StreamExt;
 use hybrid_crds::conditions::reasons;
 use hybrid_crds::{HybridModel, ServingPolicy, ServingPolicySpec};
-use kube::api::ListParams;
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
@@ -19,22 +19,39 @@ pub const KIND: &str = "ServingPolicy";
 
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    Controller::new(
-        Api::<ServingPolicy>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .watches(
-        Api::<HybridModel>::all(client),
-        watcher::Config::default(),
-        |m: HybridModel| {
+    // `status.usedBy` needs only each model's policy reference: models are cached without their
+    // status, and trigger a policy only when their spec changes, they appear or they go.
+    let (models, model_events) = {
+        let (store, writer) = reflector::store();
+        let stream = watcher(Api::<HybridModel>::all(client.clone()), cache::watch())
+            .default_backoff()
+            .modify(|m: &mut HybridModel| {
+                m.metadata.managed_fields = None;
+                m.status = None;
+            })
+            .reflect(writer);
+        (store, cache::spec_changes(stream))
+    };
+    let readiness = {
+        let models = models.clone();
+        Readiness::after(async move {
+            let _ = models.wait_until_ready().await;
+        })
+    };
+    Controller::new(Api::<ServingPolicy>::all(client), cache::watch())
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .watches_stream(model_events, |m: HybridModel| {
             let ns = m.namespace().unwrap_or_default();
             std::iter::once(ObjectRef::new(&m.spec.serving_policy_ref.name).within(&ns))
-        },
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy(KIND), ctx)
-    .for_each(|_| futures::future::ready(()))
-    .await;
+        })
+        .shutdown_on_signal()
+        .run(
+            move |policy, ctx| reconcile(policy, ctx, models.clone(), readiness.clone()),
+            error_policy(KIND),
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
 }
 
 /// Cross-field rules, repeated here for objects admitted before the CEL rules existed.
@@ -70,17 +87,23 @@ pub fn validate(spec: &ServingPolicySpec) -> Result<()> {
     }
 }
 
-async fn reconcile(policy: Arc<ServingPolicy>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile(
+    policy: Arc<ServingPolicy>,
+    ctx: Arc<Context>,
+    models: Store<HybridModel>,
+    readiness: Readiness,
+) -> Result<Action> {
+    readiness.wait().await;
     let _timer = ctx.metrics.reconcile_timer(KIND);
     let ns = namespace_of(&*policy)?;
     let api: Api<ServingPolicy> = Api::namespaced(ctx.client.clone(), &ns);
-    let models = Api::<HybridModel>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await?;
     let mut used_by: Vec<String> = models
-        .items
+        .state()
         .iter()
-        .filter(|m| m.spec.serving_policy_ref.name == policy.name_any())
+        .filter(|m| {
+            m.namespace().as_deref() == Some(ns.as_str())
+                && m.spec.serving_policy_ref.name == policy.name_any()
+        })
         .map(|m| m.name_any())
         .collect();
     used_by.sort();

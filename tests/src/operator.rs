@@ -236,6 +236,18 @@ impl Operator {
         Ok(())
     }
 
+    /// SIGTERM, as the kubelet ends a pod (a rolling update, a drain).
+    pub fn terminate(&mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed: {status}", self.child.id());
+        }
+        Ok(())
+    }
+
     /// SIGKILL and start a fresh process with the same identity and credentials.
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;
@@ -295,6 +307,16 @@ impl Operator {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .ok_or_else(|| anyhow!("no VmHWM in /proc/{}/status", self.pid()))
+    }
+
+    /// Resident set size now (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid()))
     }
 
     /// Whether the process still runs.
