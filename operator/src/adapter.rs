@@ -7,7 +7,7 @@ use crate::build::train_job::{
     TrainJobInputs, image_trainer_artifact_uri, train_job, train_job_name,
 };
 use crate::build::{name_of, namespace_of};
-use crate::cache::{self, OwnerCaches};
+use crate::cache::{Feed, OwnerCaches};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Decision, Observed, Wanted};
@@ -30,14 +30,17 @@ use std::time::Duration;
 
 pub const KIND: &str = "Adapter";
 
-pub async fn run(ctx: Arc<Context>) {
+/// `adapters`: the Adapter cache and watch, shared with the HybridModel controller; `config_maps`:
+/// the source ConfigMaps ([`cache::source_config_maps`]).
+pub async fn run(ctx: Arc<Context>, adapters: Feed<Adapter>, config_maps: Feed<ConfigMap>) {
     let client = ctx.client.clone();
-    let (adapters, adapter_events) = cache::cached(
-        Api::<Adapter>::all(client.clone()),
-        cache::watch(),
-        cache::keep,
-    );
-    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_ADAPTER);
+    let Feed {
+        store: adapters,
+        events: adapter_events,
+        // The controller built on this store waits for its first list itself.
+        ready: _,
+    } = adapters;
+    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_ADAPTER, config_maps);
     let store = adapters.clone();
     Controller::for_stream(adapter_events, adapters)
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))

@@ -26,8 +26,28 @@ pub fn watch() -> watcher::Config {
     watcher::Config::default().page_size(PAGE_SIZE)
 }
 
-/// A watch of `api` that fills a cache: managedFields (often half of an object) are dropped,
-/// and `trim` drops what the reconciler never reads.
+/// The events of a watch of `api` that fills `writer`'s cache: managedFields (often half of an
+/// object) are dropped, and `trim` drops what the reconciler never reads.
+fn reflected<K>(
+    api: Api<K>,
+    wc: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    writer: reflector::store::Writer<K>,
+) -> impl futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
+{
+    let mut trim = trim;
+    watcher(api, wc)
+        .default_backoff()
+        .modify(move |o: &mut K| {
+            o.meta_mut().managed_fields = None;
+            trim(o);
+        })
+        .reflect(writer)
+}
+
+/// A watch of `api` that fills a cache (see [`reflected`]), and its changed objects.
 pub fn cached<K>(
     api: Api<K>,
     wc: watcher::Config,
@@ -40,16 +60,79 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync,
 {
     let (store, writer) = reflector::store();
-    let mut trim = trim;
-    let stream = watcher(api, wc)
-        .default_backoff()
-        .modify(move |o: &mut K| {
-            o.meta_mut().managed_fields = None;
-            trim(o);
-        })
-        .reflect(writer)
-        .touched_objects();
-    (store, stream)
+    (store, reflected(api, wc, trim, writer).touched_objects())
+}
+
+/// A cache, and the changed objects of the watch that fills it, for one consumer.
+pub struct Feed<K: Resource<DynamicType = ()> + 'static> {
+    pub store: Store<K>,
+    pub events: Events<K>,
+    /// The cache has had its first list. (Not `Store::wait_until_ready`: it wakes only the last
+    /// of the tasks waiting on it, and a controller built on the store waits on it already.)
+    pub ready: Readiness,
+}
+
+/// One watch of `api` (trimmed as in [`cached`]) feeding `N` consumers: one cache they all
+/// read, and each its own stream of every changed object, deletions included. Where two
+/// controllers read the same kind (Corpora: their controller and the HybridModels'), each object
+/// is held once. (kube's shared reflector streams do not pass deletions, which the HybridModel
+/// controller acts on.) A watch error is logged here; the watch retries with backoff.
+pub fn shared<K, const N: usize>(
+    api: Api<K>,
+    wc: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> [Feed<K>; N]
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflected(api, wc, trim, writer);
+    let (listed, ready) = tokio::sync::watch::channel(false);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..N)
+        .map(|_| futures::channel::mpsc::unbounded::<K>())
+        .unzip();
+    tokio::spawn(async move {
+        futures::pin_mut!(events);
+        while let Some(event) = events.next().await {
+            let changed = match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))
+                | Ok(watcher::Event::Delete(o)) => Some(o),
+                Ok(watcher::Event::InitDone) => {
+                    let _ = listed.send(true);
+                    None
+                }
+                Ok(watcher::Event::Init) => None,
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+                    None
+                }
+            };
+            if let Some(obj) = changed {
+                for tx in &senders {
+                    let _ = tx.unbounded_send(obj.clone());
+                }
+            }
+            // Every consumer stopped (the controllers shut down): so does the watch.
+            if senders.iter().all(|tx| tx.is_closed()) {
+                break;
+            }
+        }
+    });
+    let mut receivers = receivers.into_iter();
+    std::array::from_fn(|_| Feed {
+        store: store.clone(),
+        events: receivers
+            .next()
+            .map(|rx| rx.map(Ok).boxed())
+            .unwrap_or_else(|| futures::stream::empty().boxed()),
+        ready: Readiness(ready.clone()),
+    })
 }
 
 /// No trimming beyond managedFields.
@@ -126,6 +209,16 @@ impl Readiness {
     }
 }
 
+/// The ConfigMaps sources may name, for the Corpus and Adapter controllers: users' ConfigMaps
+/// (the operator's own, runtime and training configs, are never sources).
+pub fn source_config_maps(client: &Client) -> [Feed<ConfigMap>; 2] {
+    shared(
+        Api::all(client.clone()),
+        watch().labels(&format!("{LABEL_MANAGED_BY}!={MANAGED_BY}")),
+        keep,
+    )
+}
+
 /// What the Corpus and Adapter reconcilers read: the Jobs the operator started for that kind
 /// (index or training, scan and prune), their pods (for termination messages), and the
 /// ConfigMaps sources name.
@@ -148,20 +241,26 @@ pub struct OwnerStreams {
 }
 
 impl OwnerCaches {
-    /// Caches of the Jobs and pods labelled `owner_label` by the operator, and of ConfigMaps.
-    pub fn watch(client: &Client, owner_label: &str) -> (Self, OwnerStreams) {
+    /// Caches of the Jobs and pods labelled `owner_label` by the operator, with the source
+    /// ConfigMaps of `config_maps` ([`source_config_maps`]).
+    pub fn watch(
+        client: &Client,
+        owner_label: &str,
+        config_maps: Feed<ConfigMap>,
+    ) -> (Self, OwnerStreams) {
         let owned = || watch().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owner_label}"));
         let (jobs, job_events) = cached(Api::all(client.clone()), owned(), trim_job);
         let (pods, pod_events) = cached(Api::all(client.clone()), owned(), trim_pod);
-        // Sources name users' ConfigMaps; the operator's own (runtime and training configs)
-        // are never sources.
-        let sources = watch().labels(&format!("{LABEL_MANAGED_BY}!={MANAGED_BY}"));
-        let (config_maps, config_map_events) = cached(Api::all(client.clone()), sources, keep);
-        let (j, p, c) = (jobs.clone(), pods.clone(), config_maps.clone());
+        let Feed {
+            store: config_maps,
+            events: config_map_events,
+            ready: config_maps_ready,
+        } = config_maps;
+        let (j, p) = (jobs.clone(), pods.clone());
         let readiness = Readiness::after(async move {
             let _ = j.wait_until_ready().await;
             let _ = p.wait_until_ready().await;
-            let _ = c.wait_until_ready().await;
+            config_maps_ready.wait().await;
         });
         (
             Self {
@@ -173,7 +272,7 @@ impl OwnerCaches {
             OwnerStreams {
                 jobs: job_events.boxed(),
                 pods: pod_events.boxed(),
-                config_maps: config_map_events.boxed(),
+                config_maps: config_map_events,
             },
         )
     }

@@ -5,7 +5,7 @@ use crate::build::job_result::{IndexResult, parse_index_report};
 use crate::build::revision::{ConfigMaps, corpus_content_revision};
 use crate::build::scan_job;
 use crate::build::{name_of, namespace_of};
-use crate::cache::{self, OwnerCaches};
+use crate::cache::{Feed, OwnerCaches};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Decision, Observed, Wanted};
@@ -25,14 +25,17 @@ use std::sync::Arc;
 
 pub const KIND: &str = "Corpus";
 
-pub async fn run(ctx: Arc<Context>) {
+/// `corpora`: the Corpus cache and watch, shared with the HybridModel controller; `config_maps`:
+/// the source ConfigMaps ([`cache::source_config_maps`]).
+pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, config_maps: Feed<ConfigMap>) {
     let client = ctx.client.clone();
-    let (corpora, corpus_events) = cache::cached(
-        Api::<Corpus>::all(client.clone()),
-        cache::watch(),
-        cache::keep,
-    );
-    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_CORPUS);
+    let Feed {
+        store: corpora,
+        events: corpus_events,
+        // The controller built on this store waits for its first list itself.
+        ready: _,
+    } = corpora;
+    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_CORPUS, config_maps);
     let store = corpora.clone();
     Controller::for_stream(corpus_events, corpora)
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))

@@ -8,7 +8,7 @@ use crate::build::serving::{
 use crate::build::{
     LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, label_value, name_of, namespace_of,
 };
-use crate::cache::{self, Readiness, cached, keep};
+use crate::cache::{self, Feed, Readiness, cached, keep};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
@@ -50,12 +50,15 @@ struct Caches {
 }
 
 impl Caches {
-    fn readiness(&self) -> Readiness {
+    /// Every cache has had its first list; `shared`: those of the caches shared with other
+    /// controllers (Corpora, Adapters), which signal it themselves.
+    fn readiness(&self, shared: [Readiness; 2]) -> Readiness {
         let caches = self.clone();
         Readiness::after(async move {
             let _ = caches.policies.wait_until_ready().await;
-            let _ = caches.corpora.wait_until_ready().await;
-            let _ = caches.adapters.wait_until_ready().await;
+            for ready in shared {
+                ready.wait().await;
+            }
             let _ = caches.deployments.wait_until_ready().await;
             let _ = caches.services.wait_until_ready().await;
             let _ = caches.pdbs.wait_until_ready().await;
@@ -65,7 +68,8 @@ impl Caches {
     }
 }
 
-pub async fn run(ctx: Arc<Context>) {
+/// `corpora`, `adapters`: caches and watches shared with the Corpus and Adapter controllers.
+pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, adapters: Feed<Adapter>) {
     let client = ctx.client.clone();
     let wc = cache::watch;
     let (models, model_events) = {
@@ -106,8 +110,16 @@ pub async fn run(ctx: Arc<Context>) {
             };
         }
     });
-    let (corpora, corpus_events) = cached(Api::<Corpus>::all(client.clone()), wc(), keep);
-    let (adapters, adapter_events) = cached(Api::<Adapter>::all(client.clone()), wc(), keep);
+    let Feed {
+        store: corpora,
+        events: corpus_events,
+        ready: corpora_ready,
+    } = corpora;
+    let Feed {
+        store: adapters,
+        events: adapter_events,
+        ready: adapters_ready,
+    } = adapters;
     // A model reads only the policy's spec: its status (`usedBy`, written as models come and
     // go) would otherwise reconcile every model using it on each write.
     let (policies, policy_events) = {
@@ -134,7 +146,7 @@ pub async fn run(ctx: Arc<Context>) {
         models.clone(),
         models.clone(),
     );
-    let readiness = caches.readiness();
+    let readiness = caches.readiness([corpora_ready, adapters_ready]);
     Controller::for_stream(model_events, models)
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .owns_stream(deployment_events)

@@ -6,12 +6,13 @@ use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
 use hybrid_operator::admin::{self, AdminState};
 use hybrid_operator::context::{Context, Settings};
 use hybrid_operator::metrics::Metrics;
-use hybrid_operator::{adapter, autoscaler, corpus, hybridmodel, servingpolicy};
+use hybrid_operator::{adapter, autoscaler, cache, corpus, hybridmodel, servingpolicy};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// jemalloc, with the options `.cargo/config.toml` compiles in (`JEMALLOC_SYS_WITH_MALLOC_CONF`).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -163,14 +164,26 @@ async fn main() -> anyhow::Result<()> {
             autoscaling,
         );
     };
+    // Kinds two controllers read are watched and cached once (cache::shared).
+    let [corpora, corpora_for_models] = cache::shared(
+        Api::<Corpus>::all(client.clone()),
+        cache::watch(),
+        cache::keep,
+    );
+    let [adapters, adapters_for_models] = cache::shared(
+        Api::<Adapter>::all(client.clone()),
+        cache::watch(),
+        cache::keep,
+    );
+    let [corpus_sources, adapter_sources] = cache::source_config_maps(&client);
     let controllers = async {
         tokio::select! {
             _ = async {
                 tokio::join!(
-                    corpus::run(ctx.clone()),
-                    adapter::run(ctx.clone()),
+                    corpus::run(ctx.clone(), corpora, corpus_sources),
+                    adapter::run(ctx.clone(), adapters, adapter_sources),
                     servingpolicy::run(ctx.clone()),
-                    hybridmodel::run(ctx.clone()),
+                    hybridmodel::run(ctx.clone(), corpora_for_models, adapters_for_models),
                 )
             } => {}
             _ = background => {}
