@@ -105,6 +105,57 @@ async fn prune_jobs(ns: &TestNamespace, corpus: &str) -> Result<Vec<Job>> {
         .items)
 }
 
+/// Waits until no Corpus or Adapter is left in another terminating namespace. Revisions are
+/// shared cluster-wide by location, and earlier tests' namespaces (deleted while their operator
+/// was already gone) still hold Corpora and Adapters listing the same fake locations (`ad-1`,
+/// `ix-1`) until this test's operator finalizes them; a deletion meanwhile would keep the
+/// location as shared and delete nothing.
+async fn no_leftovers(client: &kube::Client, own: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    poll(
+        "earlier tests' Corpora and Adapters to be finalized",
+        WAIT,
+        || async {
+            let terminating: Vec<String> = Api::<Namespace>::all(client.clone())
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|ns| {
+                    ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+                })
+                .filter_map(|ns| ns.metadata.name)
+                .filter(|name| name != own)
+                .collect();
+            let lp = ListParams::default();
+            let mut left: Vec<String> = Api::<Corpus>::all(client.clone())
+                .list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.namespace.map(|ns| (ns, c.metadata.name)))
+                .chain(
+                    Api::<Adapter>::all(client.clone())
+                        .list(&lp)
+                        .await?
+                        .items
+                        .into_iter()
+                        .filter_map(|a| a.metadata.namespace.map(|ns| (ns, a.metadata.name))),
+                )
+                .filter(|(ns, _)| terminating.contains(ns))
+                .map(|(ns, name)| format!("{ns}/{}", name.unwrap_or_default()))
+                .collect();
+            left.sort();
+            Ok(if left.is_empty() {
+                Check::Done(())
+            } else {
+                Check::Waiting(format!("left: {left:?}"))
+            })
+        },
+    )
+    .await
+}
+
 /// Waits until the object is gone (its finalizer released).
 async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
 where
@@ -207,6 +258,7 @@ async fn dropped_revisions_are_pruned_and_a_deleted_corpus_takes_its_own_with_it
     ns.apply_yaml(&corpus_yaml("rates", "rates-docs")).await?;
     set_job_pod_annotations(&n, "corpus", "rates", &kwok_result(&index_result("ix-1")))?;
     let mut op = Operator::start(&kubeconfig, &n)?;
+    no_leftovers(&client, &n).await?;
 
     // 1. The first stored revision puts the finalizer on.
     let c = wait_active(&corpora, "rates", "ix-1").await?;
@@ -369,6 +421,7 @@ async fn a_deleted_adapter_takes_its_adapter_directory_with_it() -> Result<()> {
             "steps": 10, "tokensPerSecond": 900.0, "durationSeconds": 30.0})),
     )?;
     let mut op = Operator::start(&kubeconfig, &n)?;
+    no_leftovers(&client, &n).await?;
 
     let adapter = poll("Adapter tone trained", WAIT, || async {
         let a = adapters.get("tone").await?;
