@@ -28,7 +28,7 @@ pub fn watch() -> watcher::Config {
 
 /// The events of a watch of `api` that fills `writer`'s cache: managedFields (often half of an
 /// object) are dropped, and `trim` drops what the reconciler never reads.
-fn reflected<K>(
+pub fn reflected<K>(
     api: Api<K>,
     wc: watcher::Config,
     trim: impl FnMut(&mut K) + Send + 'static,

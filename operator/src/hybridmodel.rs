@@ -75,10 +75,7 @@ pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, adapters: Feed<Adapte
     let (models, model_events) = {
         let (store, writer) = reflector::store();
         let ctx = ctx.clone();
-        let stream = watcher(Api::<HybridModel>::all(client.clone()), wc())
-            .default_backoff()
-            .modify(|m: &mut HybridModel| m.metadata.managed_fields = None)
-            .reflect(writer)
+        let stream = cache::reflected(Api::<HybridModel>::all(client.clone()), wc(), keep, writer)
             .inspect_ok(move |event| {
                 // A deleted model (every one, when its namespace goes) makes the next reconcile
                 // in its namespace check the runtime RBAC again.
@@ -124,10 +121,7 @@ pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, adapters: Feed<Adapte
     // go) would otherwise reconcile every model using it on each write.
     let (policies, policy_events) = {
         let (store, writer) = reflector::store();
-        let stream = watcher(Api::<ServingPolicy>::all(client), wc())
-            .default_backoff()
-            .modify(|p: &mut ServingPolicy| p.metadata.managed_fields = None)
-            .reflect(writer);
+        let stream = cache::reflected(Api::<ServingPolicy>::all(client), wc(), keep, writer);
         (store, cache::spec_changes(stream))
     };
     let caches = Caches {

@@ -11,7 +11,6 @@ use hybrid_crds::conditions::reasons;
 use hybrid_crds::{HybridModel, ServingPolicy, ServingPolicySpec};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
@@ -23,13 +22,12 @@ pub async fn run(ctx: Arc<Context>) {
     // status, and trigger a policy only when their spec changes, they appear or they go.
     let (models, model_events) = {
         let (store, writer) = reflector::store();
-        let stream = watcher(Api::<HybridModel>::all(client.clone()), cache::watch())
-            .default_backoff()
-            .modify(|m: &mut HybridModel| {
-                m.metadata.managed_fields = None;
-                m.status = None;
-            })
-            .reflect(writer);
+        let stream = cache::reflected(
+            Api::<HybridModel>::all(client.clone()),
+            cache::watch(),
+            |m: &mut HybridModel| m.status = None,
+            writer,
+        );
         (store, cache::spec_changes(stream))
     };
     let readiness = {

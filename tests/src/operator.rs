@@ -309,16 +309,6 @@ impl Operator {
             .ok_or_else(|| anyhow!("no VmHWM in /proc/{}/status", self.pid()))
     }
 
-    /// Resident set size now (VmRSS) in KiB.
-    pub fn rss_kib(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid()))
-    }
-
     /// Whether the process still runs.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
