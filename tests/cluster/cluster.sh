@@ -45,8 +45,19 @@ start() {
   local bin="$BIN/$name"
   # setsid: the components outlive this script and do not get the terminal's Ctrl-C.
   setsid "$bin" "$@" >"$D/logs/$name.log" 2>&1 </dev/null &
-  echo $! >"$D/pids/$name"
-  readlink -f "$bin" >"$D/pids/$name.exe"
+  local pid=$! exe i
+  exe=$(readlink -f "$bin")
+  echo "$pid" >"$D/pids/$name"
+  echo "$exe" >"$D/pids/$name.exe"
+  # Until the forked shell has exec'd the binary, /proc/PID/exe is still bash and `ours` would
+  # call the component gone. On a loaded machine that gap is long enough for wait_until to see it
+  # (a CI run died with "exited" and empty logs), so wait for the exec (or the process's end).
+  for i in $(seq 1 200); do
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$exe" ] && return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.05
+  done
+  log "warning: $name (PID $pid) has not exec'd $exe after 10 s"
 }
 
 # SIGTERM to the named components at once, then SIGKILL whatever still runs after 10 s.

@@ -24,6 +24,10 @@ log "building the e2e tests and the operator they run"
 export HYBRID_OPERATOR_BIN=${HYBRID_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-operator}
 export HYBRID_RUNTIME_BIN=${HYBRID_RUNTIME_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-runtime}
 
+# What each step printed, so a failure can be summed up last: CI shows only the tail of a
+# run, and the component logs printed on failure push the failing test out of it.
+out_dir=$(mktemp -d)
+stage="building"
 finish() {
   local rc=$?
   if [ "$rc" != 0 ] && [ -f "$HYBRID_CLUSTER_DIR/cluster.env" ]; then
@@ -35,19 +39,29 @@ finish() {
   else
     "$here/cluster.sh" down || true
   fi
+  if [ "$rc" != 0 ]; then
+    log "FAILED while $stage (exit $rc); summary:"
+    cat "$out_dir"/*.log 2>/dev/null |
+      grep -E 'error: |^test .* FAILED$|panicked at|^Error: |^failures:$|^    [a-z_:]+$' | head -60 >&2 || true
+  fi
+  rm -rf "$out_dir"
   exit "$rc"
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
 
 "$here/cluster.sh" down >/dev/null 2>&1 || true # a leftover from an interrupted run
-"$here/cluster.sh" up >/dev/null
+stage="starting the cluster"
+"$here/cluster.sh" up 2>&1 >/dev/null | tee "$out_dir/cluster-up.log" >&2
 eval "$("$here/cluster.sh" env)"
 KUBECTL=$(command -v kubectl)
 export KUBECTL HELM="${KUBECTL%/*}/helm"
 
 log "running the e2e tests"
-"$CARGO" test -p hybrid-e2e --features e2e "$@" -- --test-threads="${E2E_TEST_THREADS:-4}"
+stage="running the e2e tests"
+"$CARGO" test -p hybrid-e2e --features e2e "$@" -- --test-threads="${E2E_TEST_THREADS:-4}" 2>&1 |
+  tee "$out_dir/tests.log"
 log "chart: helm lint, kubeconform against this apiserver's schemas"
-"$here/chart-check.sh"
+stage="checking the chart"
+"$here/chart-check.sh" 2>&1 | tee "$out_dir/chart.log"
 "$here/cluster.sh" status
