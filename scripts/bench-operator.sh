@@ -10,6 +10,9 @@
 #   BENCH_PROFILE=release       operator build profile: release (what ships) or debug
 #   HYBRID_OPERATOR_BIN         benchmark this binary instead (nothing is built for it)
 #   HYBRID_CLUSTER_DIR          cluster state dir (default target/bench-cluster)
+#   BENCH_KEEP_CLUSTER=1        leave the last size's cluster running (its audit log, for one)
+#   BENCH_CONTROL_PLANE_QPS=100 kube-controller-manager's and kube-scheduler's client rate limit:
+#                               at 1000 models their ~10 writes per model need 100 s at 100/s
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -31,15 +34,17 @@ fi
 "$CARGO" test -p hybrid-e2e --features e2e --test operator_bench --no-run
 log "operator binary: $HYBRID_OPERATOR_BIN"
 
-trap 'tests/cluster/cluster.sh down >/dev/null 2>&1 || true' EXIT
+[ "${BENCH_KEEP_CLUSTER:-0}" = 1 ] ||
+  trap 'tests/cluster/cluster.sh down >/dev/null 2>&1 || true' EXIT
 for n in ${BENCH_SIZES:-100 300 1000}; do
   tests/cluster/cluster.sh down >/dev/null 2>&1 || true
   # One serving pod per model (1 GPU) plus short Job pods; BENCH_GPUS_PER_NODE (8) GPUs and 110
   # pods per node. (cluster.sh's `kubectl wait node --all --timeout=5s` did not pass with 131
   # nodes on the 2-core VM: 32 GPUs per node keeps N=1000 at 35 nodes.)
   gpus=${BENCH_GPUS_PER_NODE:-8}
-  log "N=$n: starting a cluster with $((n / gpus + 4)) GPU nodes ($gpus GPUs each)"
-  GPUS_PER_NODE=$gpus GPU_NODES=$((n / gpus + 4)) tests/cluster/cluster.sh up >/dev/null
+  log "N=$n: starting a cluster with $((n / gpus + 4)) GPU nodes ($gpus GPUs each), control plane QPS ${BENCH_CONTROL_PLANE_QPS:-100}"
+  GPUS_PER_NODE=$gpus GPU_NODES=$((n / gpus + 4)) CONTROL_PLANE_QPS=${BENCH_CONTROL_PLANE_QPS:-100} \
+    tests/cluster/cluster.sh up >/dev/null
   eval "$(tests/cluster/cluster.sh env)"
   KUBECTL=$(command -v kubectl)
   export KUBECTL HELM="${KUBECTL%/*}/helm"

@@ -156,35 +156,61 @@ pub fn trim_job(j: &mut Job) {
     j.spec = None;
 }
 
-/// The objects of a watch whose generation (their spec) changed, and deleted ones: for a
-/// reconciler that reads only the spec of this kind, status writes are not worth a reconcile.
-/// (Objects deleted while the watch reconnects are only noticed at the next resync.)
-pub fn spec_changes<K, S>(
-    events: S,
-) -> impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static
+/// The objects of a feed whose spec changed (a new generation), new objects, and deleted ones:
+/// for a reconciler that reads only the spec of this kind, status writes are not worth a
+/// reconcile. A feed passes deletions as plain objects; one its cache no longer holds is gone.
+pub fn spec_changes<K>(feed: Feed<K>) -> Feed<K>
 where
-    K: Resource<DynamicType = ()> + Send + 'static,
-    S: futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>>
-        + Send
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
-    let mut seen: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
-    events.flat_map(move |event| {
-        let passed = match event {
-            Err(e) => Some(Err(e)),
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                let generation = o.meta().generation;
-                (seen.insert(ObjectRef::from_obj(&o), generation) != Some(generation))
-                    .then_some(Ok(o))
-            }
-            Ok(watcher::Event::Delete(o)) => {
-                seen.remove(&ObjectRef::from_obj(&o));
-                Some(Ok(o))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-        };
-        futures::stream::iter(passed)
-    })
+    let Feed {
+        store,
+        events,
+        ready,
+    } = feed;
+    let mut filter = SpecFilter::default();
+    let cache = store.clone();
+    let events = events
+        .filter(move |event| {
+            let pass = match event {
+                Ok(o) => filter.pass(o, cache.get(&ObjectRef::from_obj(o)).is_some()),
+                Err(_) => true,
+            };
+            futures::future::ready(pass)
+        })
+        .boxed();
+    Feed {
+        store,
+        events,
+        ready,
+    }
+}
+
+/// Remembers each object's uid and generation, to tell spec changes from status writes.
+struct SpecFilter<K: Resource<DynamicType = ()>> {
+    seen: HashMap<ObjectRef<K>, (Option<String>, Option<i64>)>,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for SpecFilter<K> {
+    fn default() -> Self {
+        Self {
+            seen: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> SpecFilter<K> {
+    /// `cached`: the object is still in the cache (it was not deleted). A deleted object passes;
+    /// so does one recreated under the same name (a new uid).
+    fn pass(&mut self, o: &K, cached: bool) -> bool {
+        let key = ObjectRef::from_obj(o);
+        if !cached {
+            self.seen.remove(&key);
+            return true;
+        }
+        let id = (o.meta().uid.clone(), o.meta().generation);
+        self.seen.insert(key, id.clone()) != Some(id)
+    }
 }
 
 /// True once every cache has had its first list (until then a missing object would read as
@@ -342,49 +368,33 @@ mod tests {
             "spec": {"latency": {"p95Ms": 2500}}
         }))
         .expect("policy");
+        p.metadata.uid = Some("uid-1".into());
         p.status =
             Some(serde_json::from_value(serde_json::json!({"usedBy": [used_by]})).expect("status"));
         p
     }
 
-    #[tokio::test]
-    async fn spec_changes_pass_new_specs_and_deletions_not_status_writes() {
-        use watcher::Event::*;
-        let events = vec![
-            Init,
-            InitApply(policy("a", 1, "m0")),
-            InitDone,
-            Apply(policy("a", 1, "m1")), // status only
-            Apply(policy("b", 1, "m0")), // another object
-            Apply(policy("a", 2, "m1")), // spec edit
-            Apply(policy("a", 2, "m2")), // status only
-            Delete(policy("a", 2, "m2")),
-            Apply(policy("a", 1, "m0")), // recreated under the same name
+    #[test]
+    fn spec_changes_pass_new_specs_and_deletions_not_status_writes() {
+        let mut filter = SpecFilter::default();
+        let recreated = {
+            let mut p = policy("a", 1, "m0");
+            p.metadata.uid = Some("uid-2".into());
+            p
+        };
+        // (object, still in the cache, passes)
+        let steps = [
+            (policy("a", 1, "m0"), true, true),  // listed
+            (policy("a", 1, "m1"), true, false), // status only
+            (policy("b", 1, "m0"), true, true),  // another object
+            (policy("a", 2, "m1"), true, true),  // spec edit
+            (policy("a", 2, "m2"), true, false), // status only
+            (policy("a", 2, "m2"), false, true), // deleted
+            (policy("a", 1, "m0"), true, true),  // recreated, same uid, seen as new
+            (recreated, true, true),             // recreated with a new uid, same generation
         ];
-        let passed: Vec<(String, i64, String)> =
-            spec_changes(futures::stream::iter(events.into_iter().map(Ok)))
-                .map(|p| {
-                    let p = p.expect("no error");
-                    let used_by = p.status.expect("status").used_by.join(",");
-                    (
-                        p.metadata.name.expect("name"),
-                        p.metadata.generation.expect("gen"),
-                        used_by,
-                    )
-                })
-                .collect()
-                .await;
-        let expected = [
-            ("a", 1, "m0"),
-            ("b", 1, "m0"),
-            ("a", 2, "m1"),
-            ("a", 2, "m2"),
-            ("a", 1, "m0"),
-        ];
-        let expected: Vec<_> = expected
-            .iter()
-            .map(|(n, g, u)| (n.to_string(), *g, u.to_string()))
-            .collect();
-        assert_eq!(passed, expected);
+        for (i, (p, cached, passes)) in steps.into_iter().enumerate() {
+            assert_eq!(filter.pass(&p, cached), passes, "step {i}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::cache::{self, Feed, Readiness, cached, keep};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::model::{AdapterLineage, IndexLineage, Lineage, LoadedRevisions, NamedRevision};
 use hybrid_crds::{Adapter, Corpus, HybridModel, HybridModelStatus, ServingPolicy};
@@ -23,8 +23,8 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -51,11 +51,10 @@ struct Caches {
 
 impl Caches {
     /// Every cache has had its first list; `shared`: those of the caches shared with other
-    /// controllers (Corpora, Adapters), which signal it themselves.
-    fn readiness(&self, shared: [Readiness; 2]) -> Readiness {
+    /// controllers (models, policies, Corpora, Adapters), which signal it themselves.
+    fn readiness(&self, shared: [Readiness; 4]) -> Readiness {
         let caches = self.clone();
         Readiness::after(async move {
-            let _ = caches.policies.wait_until_ready().await;
             for ready in shared {
                 ready.wait().await;
             }
@@ -68,23 +67,32 @@ impl Caches {
     }
 }
 
-/// `corpora`, `adapters`: caches and watches shared with the Corpus and Adapter controllers.
-pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, adapters: Feed<Adapter>) {
+/// `models`, `policies`, `corpora`, `adapters`: caches and watches shared with the other
+/// controllers and the autoscaler.
+pub async fn run(
+    ctx: Arc<Context>,
+    models: Feed<HybridModel>,
+    policies: Feed<ServingPolicy>,
+    corpora: Feed<Corpus>,
+    adapters: Feed<Adapter>,
+) {
     let client = ctx.client.clone();
-    let wc = cache::watch;
-    let (models, model_events) = {
-        let (store, writer) = reflector::store();
-        let ctx = ctx.clone();
-        let stream = cache::reflected(Api::<HybridModel>::all(client.clone()), wc(), keep, writer)
-            .inspect_ok(move |event| {
-                // A deleted model (every one, when its namespace goes) makes the next reconcile
-                // in its namespace check the runtime RBAC again.
-                if let watcher::Event::Delete(m) = event {
-                    ctx.runtime_rbac.forget(&m.namespace().unwrap_or_default());
-                }
-            })
-            .applied_objects();
-        (store, stream)
+    let Feed {
+        store: models,
+        events: model_events,
+        ready: models_ready,
+    } = models;
+    let model_events = {
+        let (ctx, models) = (ctx.clone(), models.clone());
+        model_events.inspect(move |event| {
+            // A deleted model (every one, when its namespace goes) makes the next reconcile in
+            // its namespace check the runtime RBAC again.
+            if let Ok(m) = event
+                && models.get(&ObjectRef::from_obj(m)).is_none()
+            {
+                ctx.runtime_rbac.forget(&m.namespace().unwrap_or_default());
+            }
+        })
     };
     // Owned objects: all carry the serving labels.
     let (deployments, deployment_events) =
@@ -119,11 +127,11 @@ pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, adapters: Feed<Adapte
     } = adapters;
     // A model reads only the policy's spec: its status (`usedBy`, written as models come and
     // go) would otherwise reconcile every model using it on each write.
-    let (policies, policy_events) = {
-        let (store, writer) = reflector::store();
-        let stream = cache::reflected(Api::<ServingPolicy>::all(client), wc(), keep, writer);
-        (store, cache::spec_changes(stream))
-    };
+    let Feed {
+        store: policies,
+        events: policy_events,
+        ready: policies_ready,
+    } = cache::spec_changes(policies);
     let caches = Caches {
         policies,
         corpora,
@@ -140,7 +148,7 @@ pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, adapters: Feed<Adapte
         models.clone(),
         models.clone(),
     );
-    let readiness = caches.readiness([corpora_ready, adapters_ready]);
+    let readiness = caches.readiness([models_ready, policies_ready, corpora_ready, adapters_ready]);
     Controller::for_stream(model_events, models)
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .owns_stream(deployment_events)
@@ -148,15 +156,7 @@ pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, adapters: Feed<Adapte
         .owns_stream(pdb_events)
         .owns_stream(config_map_events)
         // Pods belong to ReplicaSets, so they are mapped back by the model label.
-        .watches_stream(pod_events, move |p: Pod| {
-            let label = p.labels().get(LABEL_MODEL).cloned();
-            let ns = p.namespace();
-            s0.state()
-                .iter()
-                .filter(|m| m.namespace() == ns && Some(label_value(&m.name_any())) == label)
-                .map(|m| ObjectRef::from_obj(&**m))
-                .collect::<Vec<_>>()
-        })
+        .watches_stream(pod_events, move |p: Pod| model_of_pod(&s0, &p))
         .watches_stream(corpus_events, move |c: Corpus| {
             referencing(&s1, &c, |m, name| {
                 m.spec.corpus_refs.iter().any(|r| r.name == name)
@@ -193,7 +193,27 @@ fn referencing<K: Resource>(
     store
         .state()
         .iter()
-        .filter(|m| m.namespace() == ns && refers(m, &name))
+        .filter(|m| m.metadata.namespace == ns && refers(m, &name))
+        .map(|m| ObjectRef::from_obj(&**m))
+        .collect()
+}
+
+/// The HybridModel a serving pod belongs to, by its model label: the label is the model's name
+/// unless that name is too long for a label, so the cache is looked up directly and scanned
+/// only for long names (and pods whose model is gone).
+fn model_of_pod(store: &Store<HybridModel>, pod: &Pod) -> Vec<ObjectRef<HybridModel>> {
+    let (Some(ns), Some(label)) = (pod.namespace(), pod.labels().get(LABEL_MODEL)) else {
+        return Vec::new();
+    };
+    let direct = ObjectRef::new(label).within(&ns);
+    if store.get(&direct).is_some() {
+        return vec![direct];
+    }
+    store
+        .state()
+        .iter()
+        .filter(|m| m.metadata.namespace.as_deref() == Some(ns.as_str()))
+        .filter(|m| label_value(m.metadata.name.as_deref().unwrap_or_default()) == *label)
         .map(|m| ObjectRef::from_obj(&**m))
         .collect()
 }

@@ -148,11 +148,30 @@ async fn main() -> anyhow::Result<()> {
         tick: args.autoscaler_tick,
         window: args.autoscaler_window,
     };
+    // Kinds two controllers (or the autoscaler) read are watched and cached once (cache::shared).
+    let [models, models_for_policies, models_for_autoscaler] = cache::shared(
+        Api::<HybridModel>::all(client.clone()),
+        cache::watch(),
+        cache::keep,
+    );
+    let [policies, policies_for_autoscaler] = cache::shared(
+        Api::<ServingPolicy>::all(client.clone()),
+        cache::watch(),
+        cache::keep,
+    );
+    let scaling_caches =
+        autoscaler::Caches::from_feeds(models_for_autoscaler, policies_for_autoscaler);
     let autoscaling = async {
         if args.no_autoscaler {
             tracing::info!("latency autoscaler disabled (--no-autoscaler)");
         } else {
-            autoscaler::run(ctx.clone(), autoscaler_settings, autoscaler_metrics).await;
+            autoscaler::run(
+                ctx.clone(),
+                autoscaler_settings,
+                autoscaler_metrics,
+                scaling_caches,
+            )
+            .await;
         }
     };
     // Loops that never end on their own (the autoscaler's ticks, two watches): they stop when
@@ -164,7 +183,6 @@ async fn main() -> anyhow::Result<()> {
             autoscaling,
         );
     };
-    // Kinds two controllers read are watched and cached once (cache::shared).
     let [corpora, corpora_for_models] = cache::shared(
         Api::<Corpus>::all(client.clone()),
         cache::watch(),
@@ -182,8 +200,14 @@ async fn main() -> anyhow::Result<()> {
                 tokio::join!(
                     corpus::run(ctx.clone(), corpora, corpus_sources),
                     adapter::run(ctx.clone(), adapters, adapter_sources),
-                    servingpolicy::run(ctx.clone()),
-                    hybridmodel::run(ctx.clone(), corpora_for_models, adapters_for_models),
+                    servingpolicy::run(ctx.clone(), models_for_policies),
+                    hybridmodel::run(
+                        ctx.clone(),
+                        models,
+                        policies,
+                        corpora_for_models,
+                        adapters_for_models,
+                    ),
                 )
             } => {}
             _ = background => {}

@@ -1,7 +1,7 @@
 //! Operator metrics. Label values are bounded: the kind, and the error's stable label.
 
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use std::time::Instant;
 
@@ -14,6 +14,8 @@ pub struct Metrics {
     jobs_finished: IntCounterVec,
     revision_stale: GaugeVec,
     stalled: IntGaugeVec,
+    heap_allocated: IntGauge,
+    heap_resident: IntGauge,
 }
 
 impl Metrics {
@@ -64,6 +66,20 @@ impl Metrics {
             ),
             &["kind", "namespace", "name"],
         )?;
+        // The allocator's counts: what the caches and queues hold, and what the process keeps
+        // from the OS (RSS less code and stacks).
+        let heap_allocated = IntGauge::new(
+            "hybrid_operator_heap_allocated_bytes",
+            "Bytes allocated by the operator (jemalloc stats.allocated).",
+        )?;
+        let heap_resident = IntGauge::new(
+            "hybrid_operator_heap_resident_bytes",
+            "Bytes of the allocator's pages resident in memory (jemalloc stats.resident).",
+        )?;
+        if cfg!(feature = "jemalloc") {
+            registry.register(Box::new(heap_allocated.clone()))?;
+            registry.register(Box::new(heap_resident.clone()))?;
+        }
         registry.register(Box::new(jobs_finished.clone()))?;
         registry.register(Box::new(revision_stale.clone()))?;
         registry.register(Box::new(stalled.clone()))?;
@@ -78,6 +94,8 @@ impl Metrics {
             jobs_finished,
             revision_stale,
             stalled,
+            heap_allocated,
+            heap_resident,
         })
     }
 
@@ -177,11 +195,33 @@ impl Metrics {
 
     /// Text exposition format for `/metrics`.
     pub fn render(&self) -> String {
+        self.read_heap();
         let encoder = prometheus::TextEncoder::new();
         encoder
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
     }
+}
+
+impl Metrics {
+    /// jemalloc's counts, as of now (its statistics are cached until the epoch advances).
+    #[cfg(feature = "jemalloc")]
+    fn read_heap(&self) {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        if epoch::advance().is_err() {
+            return;
+        }
+        if let Ok(bytes) = stats::allocated::read() {
+            self.heap_allocated.set(bytes as i64);
+        }
+        if let Ok(bytes) = stats::resident::read() {
+            self.heap_resident.set(bytes as i64);
+        }
+    }
+
+    /// Without jemalloc there are no allocator counts; the series are not registered.
+    #[cfg(not(feature = "jemalloc"))]
+    fn read_heap(&self) {}
 }
 
 pub struct ReconcileTimer {

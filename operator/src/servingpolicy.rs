@@ -2,7 +2,7 @@
 //! the policy. The policy itself creates nothing; HybridModels read it.
 
 use crate::build::namespace_of;
-use crate::cache::{self, Readiness};
+use crate::cache::{self, Feed, Readiness};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::status::{Health, apply_status, set_health};
@@ -10,32 +10,22 @@ use futures::StreamExt;
 use hybrid_crds::conditions::reasons;
 use hybrid_crds::{HybridModel, ServingPolicy, ServingPolicySpec};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
 pub const KIND: &str = "ServingPolicy";
 
-pub async fn run(ctx: Arc<Context>) {
+/// `models`: the HybridModels' cache and watch, shared with their controller.
+pub async fn run(ctx: Arc<Context>, models: Feed<HybridModel>) {
     let client = ctx.client.clone();
-    // `status.usedBy` needs only each model's policy reference: models are cached without their
-    // status, and trigger a policy only when their spec changes, they appear or they go.
-    let (models, model_events) = {
-        let (store, writer) = reflector::store();
-        let stream = cache::reflected(
-            Api::<HybridModel>::all(client.clone()),
-            cache::watch(),
-            |m: &mut HybridModel| m.status = None,
-            writer,
-        );
-        (store, cache::spec_changes(stream))
-    };
-    let readiness = {
-        let models = models.clone();
-        Readiness::after(async move {
-            let _ = models.wait_until_ready().await;
-        })
-    };
+    // `status.usedBy` needs only each model's policy reference: a model triggers its policy only
+    // when its spec changes, it appears or it goes.
+    let Feed {
+        store: models,
+        events: model_events,
+        ready: readiness,
+    } = cache::spec_changes(models);
     Controller::new(Api::<ServingPolicy>::all(client), cache::watch())
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .watches_stream(model_events, |m: HybridModel| {

@@ -9,7 +9,8 @@
 #
 # State (PKI, etcd data, logs, PIDs, kubeconfig) lives in $HYBRID_CLUSTER_DIR, default
 # <repo>/.cluster. Ports are picked free at start, so clusters with different state dirs can
-# run side by side. Node counts: GPU_NODES (4), GPUS_PER_NODE (8), GPU_PRODUCT, CPU_NODES (2).
+# run side by side. Node counts: GPU_NODES (4), GPUS_PER_NODE (8), GPU_PRODUCT, CPU_NODES (2);
+# CONTROL_PLANE_QPS (100): kube-controller-manager's and kube-scheduler's client rate limit.
 # docs/local-cluster.md describes the whole thing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +24,8 @@ GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 GPU_PRODUCT=${GPU_PRODUCT:-NVIDIA-H100-80GB-HBM3}
 GPU_MEMORY_MIB=${GPU_MEMORY_MIB:-81559}
 CPU_NODES=${CPU_NODES:-2}
+# Client rate limit of kube-controller-manager and kube-scheduler (requests/s; burst is twice).
+CONTROL_PLANE_QPS=${CONTROL_PLANE_QPS:-100}
 SERVICE_CIDR=10.96.0.0/16
 READY_TIMEOUT=${READY_TIMEOUT:-120}
 
@@ -379,10 +382,10 @@ EOF
     --cluster-signing-cert-file="$p/ca.crt" --cluster-signing-key-file="$p/ca.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" \
     --node-monitor-period=5s --node-monitor-grace-period=40s \
-    --kube-api-qps=100 --kube-api-burst=200 --profiling=false
+    --kube-api-qps="$CONTROL_PLANE_QPS" --kube-api-burst=$((CONTROL_PLANE_QPS * 2)) --profiling=false
   start kube-scheduler --kubeconfig="$D/kubeconfig" --leader-elect=false \
     --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --cert-dir="$D/scheduler-certs" \
-    --kube-api-qps=100 --kube-api-burst=200 --profiling=false
+    --kube-api-qps="$CONTROL_PLANE_QPS" --kube-api-burst=$((CONTROL_PLANE_QPS * 2)) --profiling=false
   start kwok --kubeconfig="$D/kubeconfig" --config="$D/kwok.yaml" --manage-all-nodes=true \
     --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.0.0.1
 

@@ -378,11 +378,12 @@ async fn operator_bench() -> Result<()> {
         if last_print.elapsed() > Duration::from_secs(10) {
             eprintln!(
                 "bench: {:>5.1} s  {ready}/{n} Ready, {reported} pod reports written, {:.0} reconciles, \
-                 peak RSS {:.1} MiB, {}",
+                 peak RSS {:.1} MiB, heap {}, {}",
                 t0.elapsed().as_secs_f64(),
                 op.metric_sum("hybrid_operator_reconcile_duration_seconds_count")
                     .unwrap_or(0.0),
                 op.peak_rss_kib().unwrap_or(0) as f64 / 1024.0,
+                heap(&op),
                 stages.line(),
             );
             last_print = Instant::now();
@@ -417,6 +418,7 @@ async fn operator_bench() -> Result<()> {
         .map(|w| w.to_string())
         .collect();
     let resync_rss = op.peak_rss_kib()?;
+    eprintln!("bench: after the resync: heap {}", heap(&op));
 
     println!(
         "BENCH models={n} objects={objects} created_s={:.1} all_ready_s={:.1} reconciles={reconciles:.0} \
@@ -446,4 +448,16 @@ async fn operator_bench() -> Result<()> {
     drop(op);
     delete_volumes(ns.client(), &name).await;
     Ok(())
+}
+
+/// The operator's allocator counts (allocated / resident MiB), when it runs on jemalloc.
+fn heap(op: &Operator) -> String {
+    let mib = |name| op.metric_sum(name).map(|b| b / 1048576.0);
+    match (
+        mib("hybrid_operator_heap_allocated_bytes"),
+        mib("hybrid_operator_heap_resident_bytes"),
+    ) {
+        (Ok(a), Ok(r)) if r > 0.0 => format!("{a:.1}/{r:.1} MiB allocated/resident"),
+        _ => "-".to_owned(),
+    }
 }

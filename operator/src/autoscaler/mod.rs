@@ -19,11 +19,13 @@ use std::time::{Duration, Instant};
 
 use hybrid_crds::model::AutoscalerStatus;
 use hybrid_crds::{HybridModel, ServingPolicy};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use prometheus_client::{GaugeVec, IntCounterVec, Opts, Registry};
 
+use crate::cache::{Feed, Readiness};
 use crate::context::Context;
 use decide::{Decision, Direction, Observation, Policy, Rule, State};
 
@@ -202,8 +204,43 @@ pub fn condition_of(status: Option<&AutoscalerStatus>) -> (bool, &'static str, S
     }
 }
 
+/// What the autoscaler reads: the controllers' caches of HybridModels and ServingPolicies (a
+/// tick lists nothing from the apiserver).
+pub struct Caches {
+    pub models: Store<HybridModel>,
+    pub policies: Store<ServingPolicy>,
+    pub ready: [Readiness; 2],
+}
+
+impl Caches {
+    /// The caches of two feeds. The autoscaler reads them on its ticks and needs no events:
+    /// the streams are dropped at once, so nothing queues up for it.
+    pub fn from_feeds(models: Feed<HybridModel>, policies: Feed<ServingPolicy>) -> Self {
+        let Feed {
+            store: models,
+            events,
+            ready: models_ready,
+        } = models;
+        drop(events);
+        let Feed {
+            store: policies,
+            events,
+            ready: policies_ready,
+        } = policies;
+        drop(events);
+        Self {
+            models,
+            policies,
+            ready: [models_ready, policies_ready],
+        }
+    }
+}
+
 /// Runs until the process stops. Errors of one tick are logged; the next tick tries again.
-pub async fn run(ctx: Arc<Context>, settings: Settings, metrics: Metrics) {
+pub async fn run(ctx: Arc<Context>, settings: Settings, metrics: Metrics, caches: Caches) {
+    for ready in &caches.ready {
+        ready.wait().await;
+    }
     let prom = match prometheus::Client::new() {
         Ok(c) => c,
         Err(e) => {
@@ -216,7 +253,7 @@ pub async fn run(ctx: Arc<Context>, settings: Settings, metrics: Metrics) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        if let Err(e) = tick(&ctx, &prom, &settings, &metrics, &mut states).await {
+        if let Err(e) = tick(&ctx, &caches, &prom, &settings, &metrics, &mut states).await {
             tracing::warn!(error = %e, "autoscaler tick failed");
         }
     }
@@ -224,37 +261,35 @@ pub async fn run(ctx: Arc<Context>, settings: Settings, metrics: Metrics) {
 
 async fn tick(
     ctx: &Context,
+    caches: &Caches,
     prom: &prometheus::Client,
     settings: &Settings,
     metrics: &Metrics,
     states: &mut HashMap<(String, String), State>,
 ) -> Result<(), kube::Error> {
-    let policies: HashMap<(String, String), ServingPolicy> =
-        Api::<ServingPolicy>::all(ctx.client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .map(|p| ((p.namespace().unwrap_or_default(), p.name_any()), p))
-            .collect();
+    let policies: HashMap<(String, String), Arc<ServingPolicy>> = caches
+        .policies
+        .state()
+        .into_iter()
+        .map(|p| ((p.namespace().unwrap_or_default(), p.name_any()), p))
+        .collect();
     if !policies.values().any(|p| policy_of(p).is_some()) {
-        // Nothing autoscaled: no HybridModel list, and forget what was.
+        // Nothing autoscaled: forget what was.
         for (ns, name) in states.keys() {
             metrics.forget(ns, name);
         }
         states.clear();
         return Ok(());
     }
-    let models = Api::<HybridModel>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?;
+    // One Prometheus that cannot be queried is not asked again for each of its models this tick.
+    let mut unavailable: HashMap<String, Observation> = HashMap::new();
     let mut seen = HashSet::new();
-    for model in models.items {
+    for model in caches.models.state() {
         let ns = model.namespace().unwrap_or_default();
         let name = model.name_any();
         let Some((policy, url)) = policies
             .get(&(ns.clone(), model.spec.serving_policy_ref.name.clone()))
-            .and_then(policy_of)
+            .and_then(|p| policy_of(p))
         else {
             continue;
         };
@@ -277,9 +312,18 @@ async fn tick(
             )
         });
         let before = (state.replicas, state.top_k);
-        let obs = prom
-            .observe(&url, &prometheus::Queries::new(&ns, &name, settings.window))
-            .await;
+        let obs = match unavailable.get(&url) {
+            Some(down) => down.clone(),
+            None => {
+                let obs = prom
+                    .observe(&url, &prometheus::Queries::new(&ns, &name, settings.window))
+                    .await;
+                if matches!(obs, Observation::Unavailable(_)) {
+                    unavailable.insert(url.clone(), obs.clone());
+                }
+                obs
+            }
+        };
         let decision = decide::decide(&policy, &obs, state, now);
 
         let secs = |d: Duration| d.as_secs_f64();
