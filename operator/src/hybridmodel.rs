@@ -95,8 +95,11 @@ pub async fn run(
         })
     };
     // Owned objects: all carry the serving labels.
-    let (deployments, deployment_events) =
-        cached(Api::<Deployment>::all(client.clone()), serving(), keep);
+    let (deployments, deployment_events) = cached(
+        Api::<Deployment>::all(client.clone()),
+        serving(),
+        cache::compact_deployment,
+    );
     let (services, service_events) = cached(Api::<Service>::all(client.clone()), serving(), keep);
     let (pdbs, pdb_events) = cached(
         Api::<PodDisruptionBudget>::all(client.clone()),
@@ -285,7 +288,7 @@ where
         None => api.get_opt(name).await?.map(Arc::new),
     };
     if let Some(live) = live
-        && crate::build::is_applied(&body, &serde_json::to_value(&*live)?)
+        && crate::build::is_applied(&body, &cache::live_json(&*live)?)
     {
         return Ok(live);
     }
