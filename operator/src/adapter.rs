@@ -8,23 +8,21 @@ use crate::build::train_job::{
 };
 use crate::build::{name_of, namespace_of};
 use crate::cache::{Feed, OwnerCaches};
-use crate::context::{Context, RESYNC, error_policy};
+use crate::context::{Context, RESYNC};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Decision, Observed, Wanted};
 use crate::sources::{check_remote_sources, parse_refresh_interval};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
-use futures::StreamExt;
 use hybrid_crds::adapter::AdapterRevision;
 use hybrid_crds::common::RetryState;
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::{Adapter, AdapterStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::runtime::controller::Action;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,37 +31,16 @@ pub const KIND: &str = "Adapter";
 /// `adapters`: the Adapter cache and watch, shared with the HybridModel controller; `config_maps`:
 /// the source ConfigMaps ([`cache::source_config_maps`]).
 pub async fn run(ctx: Arc<Context>, adapters: Feed<Adapter>, config_maps: Feed<ConfigMap>) {
-    let client = ctx.client.clone();
-    let Feed {
-        store: adapters,
-        events: adapter_events,
-        // The controller built on this store waits for its first list itself.
-        ready: _,
-    } = adapters;
-    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_ADAPTER, config_maps);
-    let store = adapters.clone();
-    Controller::for_stream(adapter_events, adapters)
-        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
-        .owns_stream(streams.jobs)
-        .watches_stream(streams.config_maps, move |cm: ConfigMap| {
-            let (ns, name) = (cm.namespace(), cm.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|a| a.namespace() == ns && references_config_map(a, &name))
-                .map(|a| ObjectRef::from_obj(&**a))
-                .collect::<Vec<_>>()
-        })
-        // Polled for the cache only: a finished pod is acted on when its Job finishes.
-        .watches_stream(streams.pods, |_: Pod| None)
-        .shutdown_on_signal()
-        .run(
-            move |adapter, ctx| reconcile(adapter, ctx, caches.clone()),
-            error_policy(KIND),
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    crate::cache::run_owner_controller(
+        ctx,
+        KIND,
+        crate::build::LABEL_ADAPTER,
+        adapters,
+        config_maps,
+        references_config_map,
+        reconcile,
+    )
+    .await;
 }
 
 pub fn references_config_map(adapter: &Adapter, name: &str) -> bool {

@@ -398,6 +398,61 @@ impl OwnerCaches {
     }
 }
 
+/// The controller of a kind that builds things with Jobs (Corpus: index Jobs, Adapter: training
+/// Jobs): triggered by its objects, its Jobs (`owner_label` selects them and their pods), and
+/// the ConfigMaps its objects name (`references`); reconciles read [`OwnerCaches`].
+pub async fn run_owner_controller<K, R, F>(
+    ctx: Arc<crate::context::Context>,
+    kind: &'static str,
+    owner_label: &str,
+    objects: Feed<K>,
+    config_maps: Feed<ConfigMap>,
+    references: fn(&K, &str) -> bool,
+    reconcile: R,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    R: Fn(Arc<K>, Arc<crate::context::Context>, OwnerCaches) -> F + Send + Sync + 'static,
+    F: Future<Output = Result<kube::runtime::controller::Action>> + Send + 'static,
+{
+    use kube::runtime::controller::{self, Controller};
+    let Feed {
+        store: objects,
+        events,
+        // The controller built on this store waits for its first list itself.
+        ready: _,
+    } = objects;
+    let (caches, streams) = OwnerCaches::watch(&ctx.client, owner_label, config_maps);
+    let store = objects.clone();
+    Controller::for_stream(events, objects)
+        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
+        .owns_stream(streams.jobs)
+        .watches_stream(streams.config_maps, move |cm: ConfigMap| {
+            let (ns, name) = (cm.metadata.namespace, cm.metadata.name.unwrap_or_default());
+            store
+                .state()
+                .iter()
+                .filter(|o| o.meta().namespace == ns && references(o, &name))
+                .map(|o| ObjectRef::from_obj(&**o))
+                .collect::<Vec<_>>()
+        })
+        // Polled for the cache only: a finished pod is acted on when its Job finishes.
+        .watches_stream(streams.pods, |_: Pod| None)
+        .shutdown_on_signal()
+        .run(
+            move |obj, ctx| reconcile(obj, ctx, caches.clone()),
+            crate::context::error_policy(kind),
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,21 +6,19 @@ use crate::build::revision::{ConfigMaps, corpus_content_revision};
 use crate::build::scan_job;
 use crate::build::{name_of, namespace_of};
 use crate::cache::{Feed, OwnerCaches};
-use crate::context::{Context, RESYNC, error_policy};
+use crate::context::{Context, RESYNC};
 use crate::error::{Error, Result};
 use crate::jobs::{self, Decision, Observed, Wanted};
 use crate::sources::{check_remote_sources, parse_refresh_interval};
 use crate::status::{Health, apply_status, set_condition, set_health};
-use futures::StreamExt;
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::corpus::IndexRevision;
 use hybrid_crds::{Corpus, CorpusStatus};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::runtime::controller::Action;
 use std::sync::Arc;
 
 pub const KIND: &str = "Corpus";
@@ -28,37 +26,16 @@ pub const KIND: &str = "Corpus";
 /// `corpora`: the Corpus cache and watch, shared with the HybridModel controller; `config_maps`:
 /// the source ConfigMaps ([`cache::source_config_maps`]).
 pub async fn run(ctx: Arc<Context>, corpora: Feed<Corpus>, config_maps: Feed<ConfigMap>) {
-    let client = ctx.client.clone();
-    let Feed {
-        store: corpora,
-        events: corpus_events,
-        // The controller built on this store waits for its first list itself.
-        ready: _,
-    } = corpora;
-    let (caches, streams) = OwnerCaches::watch(&client, crate::build::LABEL_CORPUS, config_maps);
-    let store = corpora.clone();
-    Controller::for_stream(corpus_events, corpora)
-        .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
-        .owns_stream(streams.jobs)
-        .watches_stream(streams.config_maps, move |cm: ConfigMap| {
-            let (ns, name) = (cm.namespace(), cm.name_any());
-            store
-                .state()
-                .iter()
-                .filter(|c| c.namespace() == ns && references_config_map(c, &name))
-                .map(|c| ObjectRef::from_obj(&**c))
-                .collect::<Vec<_>>()
-        })
-        // Polled for the cache only: a finished pod is acted on when its Job finishes.
-        .watches_stream(streams.pods, |_: Pod| None)
-        .shutdown_on_signal()
-        .run(
-            move |corpus, ctx| reconcile(corpus, ctx, caches.clone()),
-            error_policy(KIND),
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    crate::cache::run_owner_controller(
+        ctx,
+        KIND,
+        crate::build::LABEL_CORPUS,
+        corpora,
+        config_maps,
+        references_config_map,
+        reconcile,
+    )
+    .await;
 }
 
 pub fn references_config_map(corpus: &Corpus, name: &str) -> bool {
