@@ -260,6 +260,20 @@ async fn http_source_is_refetched_every_refresh_interval_and_reindexed_only_on_c
         "{:?}",
         st.conditions
     );
+    // The transition's warning Event is published after the status write that the poll saw;
+    // wait for it, or on a loaded machine it lands in the quiet window below.
+    poll("the Event for the unreachable source", WAIT, || async {
+        let events = operator_writes(&audit, mark, &n)?
+            .into_iter()
+            .filter(|w| w.starts_with("create events"))
+            .count();
+        Ok(if events > 0 {
+            Check::Done(())
+        } else {
+            Check::Waiting("no Event yet".to_owned())
+        })
+    })
+    .await?;
     // Further failed checks change nothing: no flapping writes.
     let mark_quiet = audit.mark()?;
     tokio::time::sleep(Duration::from_secs(2 * REFRESH_SECS + 2)).await;
