@@ -582,8 +582,8 @@ async fn observe(
         return Ok(Observed::Absent);
     };
     let created = job.metadata.creation_timestamp.clone();
-    let finished = jobs::finished_at(&job);
-    let phase = jobs::job_phase(&job);
+    let finished = jobs::finished_at(&*job);
+    let phase = jobs::job_phase(&*job);
     if let jobs::JobPhase::Running = phase {
         return Ok(Observed::Running { created });
     }

@@ -5,9 +5,9 @@
 use crate::build::{LABEL_MANAGED_BY, MANAGED_BY};
 use crate::error::Result;
 use crate::jobs;
+use crate::slim::{JobPod, JobState};
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -138,17 +138,11 @@ where
 /// No trimming beyond managedFields.
 pub fn keep<K>(_: &mut K) {}
 
-/// A pod reduced to what reconcilers read: metadata, conditions (readiness) and container
-/// states (a Job's termination message).
-pub fn trim_pod(p: &mut Pod) {
-    p.spec = None;
-    if let Some(s) = p.status.as_mut() {
-        *s = PodStatus {
-            conditions: s.conditions.take(),
-            container_statuses: s.container_statuses.take(),
-            ..Default::default()
-        };
-    }
+/// A Job's pod reduced further than its type ([`JobPod`]) does: the metadata a reconciler reads
+/// to find a Job's newest pod (name, labels, creation time).
+pub fn trim_job_pod(p: &mut JobPod) {
+    p.metadata.annotations = None;
+    p.metadata.owner_references = None;
 }
 
 /// In-memory only: the annotation under which a cached Deployment keeps its pod template as JSON
@@ -191,11 +185,6 @@ pub fn live_json<K: serde::Serialize>(obj: &K) -> serde_json::Result<serde_json:
         spec.insert("template".to_owned(), serde_json::from_str(&json)?);
     }
     Ok(value)
-}
-
-/// A Job reduced to its metadata and status (the pod template is what it was created with).
-pub fn trim_job(j: &mut Job) {
-    j.spec = None;
 }
 
 /// The objects of a feed whose spec changed (a new generation), new objects, and deleted ones:
@@ -292,8 +281,8 @@ pub fn source_config_maps(client: &Client) -> [Feed<ConfigMap>; 2] {
 /// ConfigMaps sources name.
 #[derive(Clone)]
 pub struct OwnerCaches {
-    jobs: Store<Job>,
-    pods: Store<Pod>,
+    jobs: Store<JobState>,
+    pods: Store<JobPod>,
     config_maps: Store<ConfigMap>,
     readiness: Readiness,
 }
@@ -303,8 +292,8 @@ pub type Events<K> = futures::stream::BoxStream<'static, std::result::Result<K, 
 
 /// The streams that fill [`OwnerCaches`]; the controller must poll all three.
 pub struct OwnerStreams {
-    pub jobs: Events<Job>,
-    pub pods: Events<Pod>,
+    pub jobs: Events<JobState>,
+    pub pods: Events<JobPod>,
     pub config_maps: Events<ConfigMap>,
 }
 
@@ -317,8 +306,8 @@ impl OwnerCaches {
         config_maps: Feed<ConfigMap>,
     ) -> (Self, OwnerStreams) {
         let owned = || watch().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY},{owner_label}"));
-        let (jobs, job_events) = cached(Api::all(client.clone()), owned(), trim_job);
-        let (pods, pod_events) = cached(Api::all(client.clone()), owned(), trim_pod);
+        let (jobs, job_events) = cached(Api::all(client.clone()), owned(), keep);
+        let (pods, pod_events) = cached(Api::all(client.clone()), owned(), trim_job_pod);
         let Feed {
             store: config_maps,
             events: config_map_events,
@@ -349,7 +338,7 @@ impl OwnerCaches {
         self.readiness.wait().await
     }
 
-    pub fn job(&self, ns: &str, name: &str) -> Option<Arc<Job>> {
+    pub fn job(&self, ns: &str, name: &str) -> Option<Arc<JobState>> {
         self.jobs.get(&ObjectRef::new(name).within(ns))
     }
 
@@ -362,7 +351,7 @@ impl OwnerCaches {
         &self,
         ns: &str,
         keep: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
-    ) -> Vec<Arc<Job>> {
+    ) -> Vec<Arc<JobState>> {
         self.jobs
             .state()
             .into_iter()
@@ -379,7 +368,7 @@ impl OwnerCaches {
         job_name: &str,
         container: &str,
     ) -> Result<Option<ContainerStateTerminated>> {
-        let pods: Vec<Arc<Pod>> = self
+        let pods: Vec<Arc<JobPod>> = self
             .pods
             .state()
             .into_iter()
@@ -442,7 +431,7 @@ pub async fn run_owner_controller<K, R, F>(
                 .collect::<Vec<_>>()
         })
         // Polled for the cache only: a finished pod is acted on when its Job finishes.
-        .watches_stream(streams.pods, |_: Pod| None)
+        .watches_stream(streams.pods, |_: JobPod| None)
         .shutdown_on_signal()
         .run(
             move |obj, ctx| reconcile(obj, ctx, caches.clone()),

@@ -1,9 +1,10 @@
-//! What every reconciler shares: the client, settings, metrics and the Event recorder.
+//! What every reconciler shares: the client, settings, metrics and the Event publisher.
 
 use crate::error::Error;
+use crate::events::Publisher;
 use crate::metrics::Metrics;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::{Client, Resource};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Publisher,
     /// Fetches HTTP sources (timeouts are set per request, `sources::HTTP_TIMEOUT`).
     pub http: reqwest::Client,
     /// When each Corpus's HTTP and scanned sources are next checked.
@@ -88,18 +89,12 @@ impl Context {
         instance: Option<String>,
         http: reqwest::Client,
     ) -> Arc<Self> {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "hybrid-operator".into(),
-                instance,
-            },
-        );
+        let events = Publisher::new(client.clone(), "hybrid-operator", instance);
         Arc::new(Self {
             client,
             settings,
             metrics,
-            recorder,
+            events,
             http,
             refresh: Default::default(),
             runtime_rbac: Default::default(),
@@ -126,7 +121,7 @@ impl Context {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        if let Err(e) = self.events.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "publishing an Event failed");
         }
     }

@@ -11,13 +11,14 @@ use crate::build::{
 use crate::cache::{self, Feed, Readiness, cached, keep};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
+use crate::slim::ServingPod;
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
 use futures::StreamExt;
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::model::{AdapterLineage, IndexLineage, Lineage, LoadedRevisions, NamedRevision};
 use hybrid_crds::{Adapter, Corpus, HybridModel, HybridModelStatus, ServingPolicy};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -46,7 +47,7 @@ struct Caches {
     services: Store<Service>,
     pdbs: Store<PodDisruptionBudget>,
     config_maps: Store<ConfigMap>,
-    pods: Store<Pod>,
+    pods: Store<ServingPod>,
 }
 
 impl Caches {
@@ -109,15 +110,7 @@ pub async fn run(
     let (config_maps, config_map_events) =
         cached(Api::<ConfigMap>::all(client.clone()), serving(), keep);
     // Serving pods: readiness and their loaded-revisions reports, nothing else.
-    let (pods, pod_events) = cached(Api::<Pod>::all(client.clone()), serving(), |p: &mut Pod| {
-        p.spec = None;
-        if let Some(s) = p.status.as_mut() {
-            *s = k8s_openapi::api::core::v1::PodStatus {
-                conditions: s.conditions.take(),
-                ..Default::default()
-            };
-        }
-    });
+    let (pods, pod_events) = cached(Api::<ServingPod>::all(client.clone()), serving(), keep);
     let Feed {
         store: corpora,
         events: corpus_events,
@@ -159,7 +152,7 @@ pub async fn run(
         .owns_stream(pdb_events)
         .owns_stream(config_map_events)
         // Pods belong to ReplicaSets, so they are mapped back by the model label.
-        .watches_stream(pod_events, move |p: Pod| model_of_pod(&s0, &p))
+        .watches_stream(pod_events, move |p: ServingPod| model_of_pod(&s0, &p))
         .watches_stream(corpus_events, move |c: Corpus| {
             referencing(&s1, &c, |m, name| {
                 m.spec.corpus_refs.iter().any(|r| r.name == name)
@@ -204,7 +197,7 @@ fn referencing<K: Resource>(
 /// The HybridModel a serving pod belongs to, by its model label: the label is the model's name
 /// unless that name is too long for a label, so the cache is looked up directly and scanned
 /// only for long names (and pods whose model is gone).
-fn model_of_pod(store: &Store<HybridModel>, pod: &Pod) -> Vec<ObjectRef<HybridModel>> {
+fn model_of_pod(store: &Store<HybridModel>, pod: &ServingPod) -> Vec<ObjectRef<HybridModel>> {
     let (Some(ns), Some(label)) = (pod.namespace(), pod.labels().get(LABEL_MODEL)) else {
         return Vec::new();
     };
@@ -407,7 +400,7 @@ async fn reconcile(
         p.metadata.namespace.as_deref() == Some(&ns) && p.labels().get(LABEL_MODEL) == Some(&label)
     });
     // The cache holds serving pods only (its watch selects the component).
-    let pods: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    let pods: Vec<&ServingPod> = pods.iter().map(|p| &**p).collect();
     let report = loaded::fold(&pods, &objects.serving_revision);
 
     let status = serving_status(

@@ -6,9 +6,10 @@
 //! [`MAX_ATTEMPTS`] failures → Stalled until the revision changes.
 
 use crate::error::{Error, Result};
+use crate::slim::{JobPod, JobState};
 use hybrid_crds::common::{JobRecord, RetryState};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::batch::v1::{Job, JobStatus};
+use k8s_openapi::api::core::v1::ContainerStateTerminated;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
@@ -141,8 +142,25 @@ pub enum JobPhase {
     Failed,
 }
 
-pub fn job_phase(job: &Job) -> JobPhase {
-    let status = job.status.as_ref();
+/// A Job as read: the whole object from the apiserver, or a cache's [`JobState`].
+pub trait JobView {
+    fn job_status(&self) -> Option<&JobStatus>;
+}
+
+impl JobView for Job {
+    fn job_status(&self) -> Option<&JobStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl JobView for JobState {
+    fn job_status(&self) -> Option<&JobStatus> {
+        self.status.as_ref()
+    }
+}
+
+pub fn job_phase(job: &impl JobView) -> JobPhase {
+    let status = job.job_status();
     let condition = |t: &str| {
         status
             .and_then(|s| s.conditions.as_ref())
@@ -157,8 +175,8 @@ pub fn job_phase(job: &Job) -> JobPhase {
     }
 }
 
-pub fn finished_at(job: &Job) -> Option<Time> {
-    let status = job.status.as_ref()?;
+pub fn finished_at(job: &impl JobView) -> Option<Time> {
+    let status = job.job_status()?;
     status.completion_time.clone().or_else(|| {
         status
             .conditions
@@ -175,7 +193,7 @@ pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 /// The terminated state of `container` in the Job's newest pod (reason, exit code, message),
 /// read from the apiserver.
 pub async fn terminated(
-    pods: &Api<Pod>,
+    pods: &Api<JobPod>,
     job_name: &str,
     container: &str,
 ) -> Result<Option<ContainerStateTerminated>> {
@@ -187,21 +205,11 @@ pub async fn terminated(
 
 /// The terminated state of `container` in the newest of a Job's `pods`.
 pub fn newest_terminated<'a>(
-    pods: impl Iterator<Item = &'a Pod>,
+    pods: impl Iterator<Item = &'a JobPod>,
     container: &str,
 ) -> Option<ContainerStateTerminated> {
     let newest = pods.max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    newest
-        .and_then(|p| p.status.as_ref())
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == container))
-        .and_then(|c| {
-            c.state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
-        })
-        .cloned()
+    newest.and_then(|p| p.terminated(container)).cloned()
 }
 
 /// A failed Job's message: the pod's reason and exit code (`OOMKilled, exit code 137`), then
@@ -262,10 +270,10 @@ pub async fn delete(jobs: &Api<Job>, name: &str) -> Result<()> {
 /// Jobs of earlier revisions, to delete once a new revision is promoted: the Job that built the
 /// active revision is kept (its pod holds the logs of the run being served), and so is any Job
 /// still running, which may be a newer revision than the one just promoted.
-pub fn stale_jobs(jobs: &[Job], keep: &str) -> Vec<String> {
+pub fn stale_jobs(jobs: &[JobState], keep: &str) -> Vec<String> {
     jobs.iter()
         .filter(|j| j.metadata.name.as_deref() != Some(keep))
-        .filter(|j| !matches!(job_phase(j), JobPhase::Running))
+        .filter(|j| !matches!(job_phase(*j), JobPhase::Running))
         .filter_map(|j| j.metadata.name.clone())
         .collect()
 }
@@ -281,7 +289,7 @@ pub async fn delete_stale(
 ) -> Result<()> {
     let owner = crate::build::label_value(owner);
     let ns = jobs.namespace().unwrap_or_default().to_owned();
-    let owned: Vec<Job> = caches
+    let owned: Vec<JobState> = caches
         .jobs(&ns, |labels| {
             labels.get(label) == Some(&owner)
                 && !matches!(
@@ -506,7 +514,7 @@ mod tests {
 
     #[test]
     fn only_finished_jobs_of_other_revisions_are_stale() {
-        let job = |name: &str, status: &str| -> Job {
+        let job = |name: &str, status: &str| -> JobState {
             serde_yaml::from_str(&format!("metadata: {{name: {name}}}\nstatus: {status}"))
                 .expect("job")
         };

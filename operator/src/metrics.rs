@@ -14,7 +14,10 @@ pub struct Metrics {
     jobs_finished: IntCounterVec,
     revision_stale: GaugeVec,
     stalled: IntGaugeVec,
+    // Read and registered only with jemalloc (the `jemalloc` feature).
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))]
     heap_allocated: IntGauge,
+    #[cfg_attr(not(feature = "jemalloc"), allow(dead_code))]
     heap_resident: IntGauge,
 }
 

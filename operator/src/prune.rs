@@ -23,11 +23,11 @@ use crate::build::{LABEL_ADAPTER, LABEL_CORPUS, name_of, namespace_of};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobPhase};
+use crate::slim::JobPod;
 use futures::StreamExt;
 use hybrid_crds::{Adapter, AdapterStatus, Corpus, CorpusStatus};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -330,7 +330,7 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
         }
         JobPhase::Failed => {
             ctx.metrics.job_finished("prune", false, &ns, &owner);
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let pods: Api<JobPod> = Api::namespaced(ctx.client.clone(), &ns);
             let state = jobs::terminated(&pods, &job_name, "prune").await?;
             let why = jobs::failure_message(state.as_ref(), "prune", runtime_error_message);
             let why = format!("prune Job {job_name} failed ({why})");
@@ -440,7 +440,7 @@ async fn report(ctx: &Context, job: &Job, succeeded: bool) {
         .filter(|w| w[0] == "--location")
         .map(|w| w[1].clone())
         .collect();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<JobPod> = Api::namespaced(ctx.client.clone(), &ns);
     let state = jobs::terminated(&pods, &name, "prune").await.ok().flatten();
     let why = jobs::failure_message(state.as_ref(), "prune", runtime_error_message);
     let event = kube::runtime::events::Event {
@@ -466,7 +466,7 @@ async fn report(ctx: &Context, job: &Job, succeeded: bool) {
         uid: Some(owner.uid.clone()),
         ..Default::default()
     };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+    if let Err(e) = ctx.events.publish(&event, &reference).await {
         tracing::warn!(error = %e, job = name, "publishing the PruneFailed Event failed");
     }
 }

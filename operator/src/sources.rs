@@ -272,7 +272,7 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
             .and_then(|l| l.get(crate::build::LABEL_REVISION))
             .cloned();
         let current_scan = job_key.is_some() && job_key == scan_key;
-        match jobs::job_phase(&job) {
+        match jobs::job_phase(&*job) {
             jobs::JobPhase::Running if current_scan => check.scan_running = true,
             jobs::JobPhase::Running => jobs::delete(jobs_api, &scan_name).await?,
             phase => {

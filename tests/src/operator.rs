@@ -48,6 +48,44 @@ pub fn cluster_dir() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("KUBECONFIG has no directory"))
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (clock ticks
+/// of 1/100 s, Linux's USER_HZ).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow!("/proc/{pid}/stat: no command name"))?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow!("/proc/{pid}/stat: {} fields", fields.len()))?
+            .parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// CPU seconds used so far by each component `cluster.sh` started (etcd, kube-apiserver, ...),
+/// from the pids it records.
+pub fn control_plane_cpu() -> Result<std::collections::BTreeMap<String, f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(cluster_dir()?.join("pids"))? {
+        let path = entry?.path();
+        if path.extension().is_some() {
+            continue;
+        }
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let pid: u32 = std::fs::read_to_string(&path)?.trim().parse()?;
+        if let Ok(s) = cpu_seconds(pid) {
+            out.insert(name.into_owned(), s);
+        }
+    }
+    Ok(out)
+}
+
 fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
     let mut child = Command::new(program)
         .args(args)
@@ -375,6 +413,16 @@ impl AuditLog {
 
     /// Write requests (create, update, patch, delete) by `user` after `mark`.
     pub fn writes_since(&self, mark: u64, user: &str) -> Result<Vec<AuditWrite>> {
+        Ok(self
+            .all_writes_since(mark)?
+            .into_iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, w)| w)
+            .collect())
+    }
+
+    /// Every write request after `mark`, with the user who made it.
+    pub fn all_writes_since(&self, mark: u64) -> Result<Vec<(String, AuditWrite)>> {
         let mut f = std::fs::File::open(&self.path)?;
         let mut text = String::new();
         std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(mark))?;
@@ -384,7 +432,7 @@ impl AuditLog {
             let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            if e["user"]["username"] != user || e["stage"] != "ResponseComplete" {
+            if e["stage"] != "ResponseComplete" {
                 continue;
             }
             let verb = e["verb"].as_str().unwrap_or_default();
@@ -396,14 +444,18 @@ impl AuditLog {
             }
             let r = &e["objectRef"];
             let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-            out.push(AuditWrite {
-                verb: verb.to_owned(),
-                resource: s(&r["resource"]).unwrap_or_default(),
-                subresource: s(&r["subresource"]),
-                namespace: s(&r["namespace"]),
-                name: s(&r["name"]),
-                code: e["responseStatus"]["code"].as_i64(),
-            });
+            let user = s(&e["user"]["username"]).unwrap_or_default();
+            out.push((
+                user,
+                AuditWrite {
+                    verb: verb.to_owned(),
+                    resource: s(&r["resource"]).unwrap_or_default(),
+                    subresource: s(&r["subresource"]),
+                    namespace: s(&r["namespace"]),
+                    name: s(&r["name"]),
+                    code: e["responseStatus"]["code"].as_i64(),
+                },
+            ));
         }
         Ok(out)
     }

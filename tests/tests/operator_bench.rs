@@ -13,13 +13,15 @@ use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
 use hybrid_e2e::operator::{
-    AuditLog, JOB_POD_ANNOTATIONS, LOADED_ANNOTATION, Operator, bound_claims, delete_volumes,
-    install_chart_rbac, operator_user,
+    AuditLog, JOB_POD_ANNOTATIONS, LOADED_ANNOTATION, Operator, bound_claims, control_plane_cpu,
+    cpu_seconds, delete_volumes, install_chart_rbac, operator_user,
 };
 use hybrid_e2e::{TestNamespace, client, install_crds, repo_root};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -268,29 +270,18 @@ async fn operator_bench() -> Result<()> {
     let audit = AuditLog::open()?;
 
     let policy: ServingPolicy = serde_yaml::from_str(&example("servingpolicy.yaml")?)?;
-    let corpus_cm = example("corpus-configmap.yaml")?;
-    let (corpus_t, adapter_t, model_t) = (
-        example("corpus.yaml")?,
-        example("adapter.yaml")?,
-        example("hybridmodel.yaml")?,
-    );
-    // A small document per corpus: the operator digests ConfigMap contents, not their size.
-    let doc_cm = |i: usize, key: &str| -> Result<ConfigMap> {
-        let mut cm: ConfigMap = serde_yaml::from_str(&corpus_cm)?;
-        cm.metadata.name = Some(format!("{key}-{i}"));
-        cm.data = Some(BTreeMap::from([(
-            if key == "d" { "train.jsonl" } else { "doc.md" }.to_owned(),
-            format!(
-                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"question {i}\"}}, {{\"role\": \"assistant\", \"content\": \"answer {i}\"}}]}}\n"
-            ),
-        )]));
-        Ok(cm)
-    };
+    let templates = Templates::read()?;
 
     // BENCH_CREATE_ONLY=1: no operator; only the creates, to show what the apiserver alone
     // takes for them on this machine.
     let create_only = env_or("BENCH_CREATE_ONLY", 0) == 1;
     let w = Watched::start(&ns);
+    ns.api::<ServingPolicy>()
+        .create(&PostParams::default(), &policy)
+        .await?;
+    if env_or("BENCH_FLOOR", 0) == 1 {
+        return floor(&ns, &kubeconfig, &templates, &w, n, &audit).await;
+    }
     let op = match create_only {
         true => None,
         false => Some(Operator::start(&kubeconfig, &name)?),
@@ -299,47 +290,10 @@ async fn operator_bench() -> Result<()> {
         "bench: {n} HybridModels in {name}; operator pid {:?}",
         op.as_ref().map(Operator::pid)
     );
+    let cpu_before = control_plane_cpu()?;
     let t0 = Instant::now();
-    ns.api::<ServingPolicy>()
-        .create(&PostParams::default(), &policy)
-        .await?;
     futures::stream::iter(0..n)
-        .map(|i| {
-            let ns = &ns;
-            let (corpus_t, adapter_t, model_t) = (&corpus_t, &adapter_t, &model_t);
-            async move {
-                let pp = PostParams::default();
-                ns.api::<ConfigMap>().create(&pp, &doc_cm(i, "c")?).await?;
-                ns.api::<ConfigMap>().create(&pp, &doc_cm(i, "d")?).await?;
-                let mut c: Corpus = serde_yaml::from_str(
-                    &corpus_t
-                        .replace("name: finance-notes", &format!("name: c-{i}"))
-                        .replace("name: finance-corpus", &format!("name: c-{i}")),
-                )?;
-                annotate(&mut c, json!({"kind": "IndexResult", "revision": format!("ix-{i}"),
-                    "documents": 1, "chunks": 1, "reused": 0, "reembedded": 1,
-                    "durationSeconds": 1.0, "location": format!("/pvc/hybrid-artifacts/indexes/ix-{i}.tar.gz")}));
-                ns.api::<Corpus>().create(&pp, &c).await?;
-                let mut a: Adapter = serde_yaml::from_str(
-                    &adapter_t
-                        .replace("name: finance-compliance", &format!("name: a-{i}"))
-                        .replace("name: finance-dataset", &format!("name: d-{i}")),
-                )?;
-                annotate(&mut a, json!({"kind": "TrainResult", "revision": format!("ad-{i}"),
-                    "artifactUri": format!("file:///pvc/hybrid-artifacts/adapters/ad-{i}"),
-                    "finalLoss": 1.0, "evalLoss": null, "steps": 1, "tokensPerSecond": 1.0,
-                    "durationSeconds": 1.0}));
-                ns.api::<Adapter>().create(&pp, &a).await?;
-                let m: HybridModel = serde_yaml::from_str(
-                    &model_t
-                        .replace("name: advisor\n", &format!("name: m-{i}\n"))
-                        .replace("name: finance-compliance", &format!("name: a-{i}"))
-                        .replace("name: finance-notes", &format!("name: c-{i}")),
-                )?;
-                ns.api::<HybridModel>().create(&pp, &m).await?;
-                anyhow::Ok(())
-            }
-        })
+        .map(|i| templates.create_model(&ns, i))
         .buffer_unordered(16)
         .try_collect::<Vec<_>>()
         .await?;
@@ -390,6 +344,7 @@ async fn operator_bench() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    let cpu = cpu_split(&cpu_before, Some(&op))?;
     let reconciles = op.metric_sum("hybrid_operator_reconcile_duration_seconds_count")?;
     let rss = op.peak_rss_kib()?;
     let by_kind = reconciles_by_kind(&op);
@@ -439,6 +394,7 @@ async fn operator_bench() -> Result<()> {
         all_ready.as_secs_f64(),
         reconciles_by_kind(&op),
     );
+    println!("BENCH cpu models={n} until all Ready: {cpu}");
     if !writes.is_empty() {
         println!(
             "BENCH idle writes (first 20): {:#?}",
@@ -459,5 +415,302 @@ fn heap(op: &Operator) -> String {
     ) {
         (Ok(a), Ok(r)) if r > 0.0 => format!("{a:.1}/{r:.1} MiB allocated/resident"),
         _ => "-".to_owned(),
+    }
+}
+
+/// The examples' manifests, made into model `i`'s objects by [`Templates::create_model`].
+struct Templates {
+    corpus_cm: String,
+    corpus: String,
+    adapter: String,
+    model: String,
+}
+
+impl Templates {
+    fn read() -> Result<Self> {
+        Ok(Self {
+            corpus_cm: example("corpus-configmap.yaml")?,
+            corpus: example("corpus.yaml")?,
+            adapter: example("adapter.yaml")?,
+            model: example("hybridmodel.yaml")?,
+        })
+    }
+
+    /// A small document per corpus (the operator digests ConfigMap contents, not their size), a
+    /// dataset, a Corpus and an Adapter whose Job pods end with a result (KWOK), and the
+    /// HybridModel `m-<i>` serving them.
+    async fn create_model(&self, ns: &TestNamespace, i: usize) -> Result<()> {
+        let doc_cm = |key: &str| -> Result<ConfigMap> {
+            let mut cm: ConfigMap = serde_yaml::from_str(&self.corpus_cm)?;
+            cm.metadata.name = Some(format!("{key}-{i}"));
+            cm.data = Some(BTreeMap::from([(
+                if key == "d" { "train.jsonl" } else { "doc.md" }.to_owned(),
+                format!(
+                    "{{\"messages\": [{{\"role\": \"user\", \"content\": \"question {i}\"}}, {{\"role\": \"assistant\", \"content\": \"answer {i}\"}}]}}\n"
+                ),
+            )]));
+            Ok(cm)
+        };
+        let pp = PostParams::default();
+        ns.api::<ConfigMap>().create(&pp, &doc_cm("c")?).await?;
+        ns.api::<ConfigMap>().create(&pp, &doc_cm("d")?).await?;
+        let mut c: Corpus = serde_yaml::from_str(
+            &self
+                .corpus
+                .replace("name: finance-notes", &format!("name: c-{i}"))
+                .replace("name: finance-corpus", &format!("name: c-{i}")),
+        )?;
+        annotate(
+            &mut c,
+            json!({"kind": "IndexResult", "revision": format!("ix-{i}"),
+                "documents": 1, "chunks": 1, "reused": 0, "reembedded": 1,
+                "durationSeconds": 1.0, "location": format!("/pvc/hybrid-artifacts/indexes/ix-{i}.tar.gz")}),
+        );
+        ns.api::<Corpus>().create(&pp, &c).await?;
+        let mut a: Adapter = serde_yaml::from_str(
+            &self
+                .adapter
+                .replace("name: finance-compliance", &format!("name: a-{i}"))
+                .replace("name: finance-dataset", &format!("name: d-{i}")),
+        )?;
+        annotate(
+            &mut a,
+            json!({"kind": "TrainResult", "revision": format!("ad-{i}"),
+                "artifactUri": format!("file:///pvc/hybrid-artifacts/adapters/ad-{i}"),
+                "finalLoss": 1.0, "evalLoss": null, "steps": 1, "tokensPerSecond": 1.0,
+                "durationSeconds": 1.0}),
+        );
+        ns.api::<Adapter>().create(&pp, &a).await?;
+        let m: HybridModel = serde_yaml::from_str(
+            &self
+                .model
+                .replace("name: advisor\n", &format!("name: m-{i}\n"))
+                .replace("name: finance-compliance", &format!("name: a-{i}"))
+                .replace("name: finance-notes", &format!("name: c-{i}")),
+        )?;
+        ns.api::<HybridModel>().create(&pp, &m).await?;
+        Ok(())
+    }
+}
+
+/// CPU seconds each control-plane component (and the operator, when given) used since `before`,
+/// and their share of what the machine's cores could give in that time.
+fn cpu_split(before: &BTreeMap<String, f64>, op: Option<&Operator>) -> Result<String> {
+    let mut used: Vec<(String, f64)> = control_plane_cpu()?
+        .into_iter()
+        .map(|(name, s)| {
+            let s0 = before.get(&name).copied().unwrap_or(0.0);
+            (name, s - s0)
+        })
+        .collect();
+    if let Some(op) = op {
+        used.push(("operator".to_owned(), cpu_seconds(op.pid())?));
+    }
+    used.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = used.iter().map(|(_, s)| s).sum();
+    let parts: Vec<String> = used.iter().map(|(n, s)| format!("{n}={s:.0}")).collect();
+    Ok(format!("cpu_s total={total:.0} {}", parts.join(" ")))
+}
+
+/// Names in the template model's objects, replaced by each copy's number.
+const TEMPLATE_ID: usize = 987_654_321;
+
+/// BENCH_FLOOR=1: what the control plane alone needs for N models on this machine, a floor for
+/// any operator. The operator runs one model (the template) to Ready and stops; the bench then
+/// creates, for N models at once, copies of every object the operator made for it (index and
+/// training Jobs, serving Deployment, Service, PodDisruptionBudget, runtime ConfigMap) and waits
+/// until every Job has succeeded and every Deployment is available. An operator makes the same
+/// objects, one stage after another, and writes statuses and Events besides.
+async fn floor(
+    ns: &TestNamespace,
+    kubeconfig: &std::path::Path,
+    templates: &Templates,
+    w: &Watched,
+    n: usize,
+    audit: &AuditLog,
+) -> Result<()> {
+    let name = ns.name().to_owned();
+    templates.create_model(ns, TEMPLATE_ID).await?;
+    let mut op = Operator::start(kubeconfig, &name)?;
+    let t = Instant::now();
+    while count_ready(&w.models) < 1 {
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(300),
+            "template model not Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    op.terminate()?;
+    op.wait_exit(Duration::from_secs(30))?;
+    let objects = [
+        operator_made::<Job>(ns).await?,
+        operator_made::<Deployment>(ns).await?,
+        operator_made::<Service>(ns).await?,
+        operator_made::<PodDisruptionBudget>(ns).await?,
+        operator_made::<ConfigMap>(ns).await?,
+    ];
+    eprintln!(
+        "bench floor: the operator made {} Jobs, {} Deployments, {} Services, {} PDBs, {} ConfigMaps for one model",
+        objects[0].1.len(),
+        objects[1].1.len(),
+        objects[2].1.len(),
+        objects[3].1.len(),
+        objects[4].1.len()
+    );
+    let jobs: Store<Job> = watched(
+        ns.api(),
+        Some("app.kubernetes.io/managed-by=hybrid-operator"),
+    );
+    let copies = objects.iter().map(|(_, o)| o.len()).sum::<usize>() * n;
+    let cpu_before = control_plane_cpu()?;
+    let mark = audit.mark()?;
+    let t0 = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let objects = &objects;
+            async move {
+                for (create, manifests) in objects {
+                    for m in manifests {
+                        create(ns, m.replace(&TEMPLATE_ID.to_string(), &i.to_string())).await?;
+                    }
+                }
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let created = t0.elapsed();
+    let (want_jobs, want_deployments) = (objects[0].1.len() * (n + 1), n + 1);
+    let done = loop {
+        let succeeded = (jobs.state().iter())
+            .filter(|j| j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) >= 1)
+            .count();
+        let available = (w.deployments.state().iter())
+            .filter(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0)
+                    >= 1
+            })
+            .count();
+        if succeeded >= want_jobs && available >= want_deployments {
+            break t0.elapsed();
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(env_or("BENCH_TIMEOUT_SECONDS", 900)),
+            "floor: {succeeded}/{want_jobs} Jobs succeeded, {available}/{want_deployments} Deployments available"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let cpu = cpu_split(&cpu_before, None)?;
+    let mut by_user: BTreeMap<String, usize> = BTreeMap::new();
+    for (user, _) in audit.all_writes_since(mark)? {
+        let user = user.rsplit(':').next().unwrap_or_default().to_owned();
+        *by_user.entry(user).or_default() += 1;
+    }
+    let writes: usize = by_user.values().sum();
+    println!(
+        "BENCH floor models={n} objects_created={copies} created_s={:.1} all_done_s={:.1} \
+         writes_per_model={:.1} {cpu}",
+        created.as_secs_f64(),
+        done.as_secs_f64(),
+        writes as f64 / n as f64,
+    );
+    println!("BENCH floor writes by user: {by_user:?}");
+    delete_volumes(ns.client(), &name).await;
+    Ok(())
+}
+
+/// Creates one object in the namespace from its JSON manifest.
+type CreateFn = for<'a> fn(&'a TestNamespace, String) -> futures::future::BoxFuture<'a, Result<()>>;
+
+/// The objects of kind `K` the operator made in the namespace, as JSON manifests it could create
+/// again (what the apiserver set on them is removed), with the function that creates one.
+async fn operator_made<K>(ns: &TestNamespace) -> Result<(CreateFn, Vec<String>)>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync,
+{
+    let lp = ListParams::default().labels("app.kubernetes.io/managed-by=hybrid-operator");
+    let mut manifests = Vec::new();
+    for obj in ns.api::<K>().list(&lp).await? {
+        let mut v = serde_json::to_value(&obj)?;
+        strip_server_fields(&mut v);
+        manifests.push(v.to_string());
+    }
+    fn create<K>(ns: &TestNamespace, manifest: String) -> futures::future::BoxFuture<'_, Result<()>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync,
+    {
+        Box::pin(async move {
+            let obj: K = serde_json::from_str(&manifest)?;
+            ns.api::<K>().create(&PostParams::default(), &obj).await?;
+            Ok(())
+        })
+    }
+    Ok((create::<K> as CreateFn, manifests))
+}
+
+/// Removes what the apiserver and controllers set on an object (identity, status, the Job
+/// controller's selector and labels, a Service's cluster IP, owner references), so that a copy
+/// can be created.
+fn strip_server_fields(v: &mut serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(m) = v.pointer_mut("/metadata").and_then(|m| m.as_object_mut()) {
+        for key in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+            "ownerReferences",
+            "finalizers",
+        ] {
+            m.remove(key);
+        }
+    }
+    for labels in ["/metadata/labels", "/spec/template/metadata/labels"] {
+        if let Some(l) = v.pointer_mut(labels).and_then(|l| l.as_object_mut()) {
+            for key in [
+                "controller-uid",
+                "batch.kubernetes.io/controller-uid",
+                "job-name",
+                "batch.kubernetes.io/job-name",
+            ] {
+                l.remove(key);
+            }
+        }
+    }
+    if let Some(a) = v
+        .pointer_mut("/metadata/annotations")
+        .and_then(|a| a.as_object_mut())
+    {
+        a.remove("deployment.kubernetes.io/revision");
+    }
+    let job = v["kind"] == "Job";
+    let service = v["kind"] == "Service";
+    if let Some(spec) = v.pointer_mut("/spec").and_then(|s| s.as_object_mut()) {
+        if job {
+            spec.remove("selector");
+        }
+        if service {
+            spec.remove("clusterIP");
+            spec.remove("clusterIPs");
+        }
     }
 }

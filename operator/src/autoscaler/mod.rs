@@ -388,7 +388,7 @@ async fn tick(
             Direction::Hold => "Hold",
         };
         if let Err(e) = ctx
-            .recorder
+            .events
             .publish(
                 &Event {
                     type_: event_type,

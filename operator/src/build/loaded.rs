@@ -3,8 +3,8 @@
 //! `status.loaded` and the `Serving` condition.
 
 use super::serving::LOADED_ANNOTATION;
+use crate::slim::ServingPod;
 use hybrid_crds::model::LoadedRevisions;
-use k8s_openapi::api::core::v1::Pod;
 
 /// The verdict over a HybridModel's ready serving pods.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,17 +18,8 @@ pub struct LoadedReport {
     pub message: String,
 }
 
-pub fn is_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// A pod's report; `Err` says why it is unusable (absent, not JSON, wrong shape).
-pub fn report(pod: &Pod) -> Result<LoadedRevisions, String> {
+pub fn report(pod: &ServingPod) -> Result<LoadedRevisions, String> {
     let raw = pod
         .metadata
         .annotations
@@ -40,8 +31,8 @@ pub fn report(pod: &Pod) -> Result<LoadedRevisions, String> {
 }
 
 /// Folds the ready pods' reports. `pods` are the HybridModel's serving pods (any state).
-pub fn fold(pods: &[&Pod], desired_serving_revision: &str) -> LoadedReport {
-    let mut ready: Vec<&Pod> = pods.iter().copied().filter(|p| is_ready(p)).collect();
+pub fn fold(pods: &[&ServingPod], desired_serving_revision: &str) -> LoadedReport {
+    let mut ready: Vec<&ServingPod> = pods.iter().copied().filter(|p| p.is_ready()).collect();
     ready.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     if ready.is_empty() {
         return LoadedReport {
@@ -103,8 +94,8 @@ pub fn fold(pods: &[&Pod], desired_serving_revision: &str) -> LoadedReport {
 mod tests {
     use super::*;
 
-    fn pod(name: &str, ready: bool, annotation: Option<&str>) -> Pod {
-        let mut p: Pod = serde_json::from_value(serde_json::json!({
+    fn pod(name: &str, ready: bool, annotation: Option<&str>) -> ServingPod {
+        let mut p: ServingPod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
             "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
         }))
