@@ -534,6 +534,7 @@ async fn floor(
     let mut op = Operator::start(kubeconfig, &name)?;
     let t = Instant::now();
     while count_ready(&w.models) < 1 {
+        play_runtime(ns, w).await?;
         anyhow::ensure!(
             t.elapsed() < Duration::from_secs(300),
             "template model not Ready"
