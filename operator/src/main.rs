@@ -58,14 +58,28 @@ struct Args {
     /// Log format: `text` or `json`.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Threads of the async runtime (default: one per core, at most 4). The operator mostly
+    /// waits on the apiserver (at 1,000 models it used under one core on average,
+    /// BENCHMARKS.md), and each thread adds a stack and an allocator cache to its memory.
+    #[arg(long, env = "HYBRID_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.unwrap_or(cores.min(4)).max(1))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     // Two rustls crypto providers are linked (kube: ring, reqwest: aws-lc-rs); pick ring for
     // every client before any TLS connection. Err means one was installed already: fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_format == "json" {
