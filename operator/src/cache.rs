@@ -432,7 +432,7 @@ pub async fn run_owner_controller<K, R, F>(
         })
         // Polled for the cache only: a finished pod is acted on when its Job finishes.
         .watches_stream(streams.pods, |_: JobPod| None)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(
             move |obj, ctx| reconcile(obj, ctx, caches.clone()),
             crate::context::error_policy(kind),

@@ -9,6 +9,7 @@ use kube::{Client, Resource};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Periodic resync of a healthy resource: catches drift no watch reports (a ConfigMap edited
 /// while the operator was down is also caught by the first reconcile after start).
@@ -38,6 +39,9 @@ pub struct Context {
     pub refresh: crate::sources::RefreshSchedule,
     /// Namespaces whose runtime RBAC (ServiceAccount, Role, RoleBinding) was checked.
     pub runtime_rbac: NamespaceChecks,
+    /// Cancelled on SIGTERM or SIGINT: every controller stops taking work, finishes the
+    /// reconciles in flight and returns. One token, so no controller can miss the signal.
+    pub shutdown: CancellationToken,
 }
 
 /// Per namespace, the last check of objects shared by every HybridModel there: what was checked
@@ -88,6 +92,7 @@ impl Context {
         metrics: Metrics,
         instance: Option<String>,
         http: reqwest::Client,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         let events = Publisher::new(client.clone(), "hybrid-operator", instance);
         Arc::new(Self {
@@ -98,6 +103,7 @@ impl Context {
             http,
             refresh: Default::default(),
             runtime_rbac: Default::default(),
+            shutdown,
         })
     }
 

@@ -166,7 +166,7 @@ pub async fn run(
         .watches_stream(policy_events, move |p: ServingPolicy| {
             referencing(&s3, &p, |m, name| m.spec.serving_policy_ref.name == name)
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(
             move |model, ctx| reconcile(model, ctx, caches.clone(), readiness.clone()),
             error_policy(KIND),

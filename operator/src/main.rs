@@ -11,6 +11,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
 
 /// jemalloc, with the options `.cargo/config.toml` compiles in (`JEMALLOC_SYS_WITH_MALLOC_CONF`).
 #[cfg(feature = "jemalloc")]
@@ -19,6 +20,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const INSTALL_CRDS: &str = "kubectl apply --server-side -f charts/hybrid-operator/crds/";
 const LEASE_NAME: &str = "hybrid-operator";
+/// How long reconciles in flight may run on after SIGTERM, and how long releasing the Lease may
+/// take: twice this fits in the kubelet's default 30 s grace period.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Parser, Debug)]
 #[command(name = "hybrid-operator", version, about)]
@@ -68,12 +72,16 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads.unwrap_or(cores.min(4)).max(1))
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run(args))
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(run(args));
+    // Dropping the runtime would wait for every blocking task without limit (a DNS lookup of
+    // an unreachable Prometheus host, say); the process is exiting, so bound that wait.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    outcome
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -90,6 +98,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
+    // Listen before anything else: a SIGTERM that came before a listener would kill the
+    // process without releasing the Lease.
+    let shutdown = CancellationToken::new();
+    stop_on_signals(shutdown.clone())?;
 
     let client = Client::try_default()
         .await
@@ -131,6 +143,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .connect_timeout(hybrid_operator::sources::HTTP_TIMEOUT)
             .build()
             .context("building the HTTP client for HTTP sources")?,
+        shutdown.clone(),
     );
 
     // Standby replicas are ready too: they serve metrics and take over when the lease frees.
@@ -151,7 +164,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let (mut rx, task) = manager.watch().await;
             tracing::info!(namespace = %ns, lease = LEASE_NAME, "waiting for leadership");
             while !*rx.borrow_and_update() {
-                rx.changed().await.context("lease manager stopped")?;
+                tokio::select! {
+                    changed = rx.changed() => changed.context("lease manager stopped")?,
+                    _ = shutdown.cancelled() => {
+                        tracing::info!("stopped before acquiring leadership");
+                        return Ok(());
+                    }
+                }
             }
             tracing::info!("acquired leadership");
             Some((rx, task))
@@ -237,9 +256,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    // Reconciles in flight get a bounded time to finish: the kubelet kills the pod 30 s after
+    // SIGTERM (the default grace period), and the Lease must be released before that.
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
     let outcome = tokio::select! {
         _ = controllers => {
             tracing::info!("controllers stopped");
+            Ok(())
+        }
+        _ = grace_over => {
+            tracing::warn!(
+                "reconciles still running {SHUTDOWN_GRACE:?} after the signal; stopping without them"
+            );
             Ok(())
         }
         // Exiting is the safe answer to a lost lease: another replica reconciles now, and the
@@ -250,13 +281,44 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Hand the lease over at once instead of letting a standby wait for it to expire.
     if let Some((rx, task)) = leadership {
         drop(rx);
-        if let Ok(Ok(manager)) = task.await
-            && let Err(e) = manager.release().await
-        {
-            tracing::warn!(error = %e, "releasing the lease failed");
+        let release = async {
+            match task.await {
+                Ok(Ok(manager)) => manager.release().await.map_err(anyhow::Error::from),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(e.into()),
+            }
+        };
+        match tokio::time::timeout(SHUTDOWN_GRACE, release).await {
+            Ok(Ok(())) => tracing::info!("released the lease"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "releasing the lease failed"),
+            Err(_) => tracing::warn!("releasing the lease took over {SHUTDOWN_GRACE:?}; gave up"),
         }
     }
     outcome
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT, so the controllers finish their reconciles
+/// and the Lease is released; a second signal exits at once. The listeners are registered before
+/// this returns, not when first polled.
+fn stop_on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: stopping the controllers (send it again to exit at once)");
+        shutdown.cancel();
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::warn!("second {name}: exiting without waiting for reconciles in flight");
+        std::process::exit(1);
+    });
+    Ok(())
 }
 
 /// Whether the Prometheus Operator's ServiceMonitor kind is served (discovery needs no RBAC).

@@ -32,7 +32,7 @@ pub async fn run(ctx: Arc<Context>, models: Feed<HybridModel>) {
             let ns = m.namespace().unwrap_or_default();
             std::iter::once(ObjectRef::new(&m.spec.serving_policy_ref.name).within(&ns))
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(
             move |policy, ctx| reconcile(policy, ctx, models.clone(), readiness.clone()),
             error_policy(KIND),

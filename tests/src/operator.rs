@@ -4,9 +4,11 @@
 
 use crate::{Check, TestNamespace, kubectl, poll, repo_root};
 use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use serde::Deserialize as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -140,6 +142,7 @@ pub fn install_chart_rbac(namespace: &str) -> Result<PathBuf> {
         ],
         None,
     )?;
+    let rendered = own_cluster_role_binding(&rendered, namespace)?;
     run(
         &kubectl_program(),
         &[
@@ -154,6 +157,24 @@ pub fn install_chart_rbac(namespace: &str) -> Result<PathBuf> {
         Some(&rendered),
     )?;
     service_account_kubeconfig(namespace, RELEASE)
+}
+
+/// The chart's ClusterRoleBinding renamed `<release>-<namespace>`. The chart names it after the
+/// release, one per cluster; tests in parallel each install the chart in their own namespace, and
+/// with one shared name each install replaced the binding's subject, taking the cluster-wide
+/// permissions from the operators of the tests before it (CI, 27 Nov: "cannot list corpora").
+fn own_cluster_role_binding(rendered: &str, namespace: &str) -> Result<String> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(rendered) {
+        let mut value = serde_yaml::Value::deserialize(doc)?;
+        if value["kind"].as_str() == Some("ClusterRoleBinding") {
+            value["metadata"]["name"] = format!("{RELEASE}-{namespace}").into();
+        }
+        if !value.is_null() {
+            docs.push(serde_yaml::to_string(&value)?);
+        }
+    }
+    Ok(docs.join("---\n"))
 }
 
 /// A kubeconfig that authenticates as ServiceAccount `account` of `namespace` with a bound token
@@ -210,6 +231,19 @@ pub fn operator_user(namespace: &str) -> String {
     format!("system:serviceaccount:{namespace}:{RELEASE}")
 }
 
+/// The identity (`--pod-name`) of every operator the tests start, as it appears in the Lease.
+pub const IDENTITY: &str = "e2e-operator";
+
+/// Who holds the operator's leader election Lease (`hybrid-operator`), if anyone.
+pub async fn lease_holder(leases: &Api<Lease>) -> Result<Option<String>> {
+    Ok(leases
+        .get_opt(RELEASE)
+        .await?
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+        .filter(|h| !h.is_empty()))
+}
+
 /// A running `hybrid-operator` process; SIGKILLed when dropped.
 pub struct Operator {
     child: Child,
@@ -245,7 +279,7 @@ impl Operator {
                 "--leader-election-namespace",
                 namespace,
                 "--pod-name",
-                "e2e-operator",
+                IDENTITY,
             ])
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
@@ -305,7 +339,12 @@ impl Operator {
                 return Ok((status.code().unwrap_or(-1), log));
             }
             if std::time::Instant::now() > deadline {
-                bail!("hybrid-operator still runs after {timeout:?}");
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                bail!(
+                    "hybrid-operator still runs after {timeout:?}; the end of its log:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
