@@ -281,13 +281,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Hand the lease over at once instead of letting a standby wait for it to expire.
     if let Some((rx, task)) = leadership {
         drop(rx);
-        let release = async {
-            match task.await {
-                Ok(Ok(manager)) => manager.release().await.map_err(anyhow::Error::from),
-                Ok(Err(e)) => Err(e.into()),
-                Err(e) => Err(e.into()),
-            }
-        };
+        // The lease manager's task releases the Lease when its channel closes, then returns.
+        let release = async { task.await?.map(drop).map_err(anyhow::Error::from) };
         match tokio::time::timeout(SHUTDOWN_GRACE, release).await {
             Ok(Ok(())) => tracing::info!("released the lease"),
             Ok(Err(e)) => tracing::warn!(error = %e, "releasing the lease failed"),
@@ -305,18 +300,19 @@ fn stop_on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!("{name}: stopping the controllers (send it again to exit at once)");
-        shutdown.cancel();
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::warn!("second {name}: exiting without waiting for reconciles in flight");
-        std::process::exit(1);
+        for first in [true, false] {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if first {
+                tracing::info!("{name}: stopping the controllers (send it again to exit at once)");
+                shutdown.cancel();
+            } else {
+                tracing::warn!("second {name}: exiting without waiting for reconciles in flight");
+                std::process::exit(1);
+            }
+        }
     });
     Ok(())
 }

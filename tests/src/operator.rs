@@ -320,6 +320,22 @@ impl Operator {
         Ok(())
     }
 
+    /// SIGTERM, then checks the exit a pod's shutdown needs: within 30 s (the kubelet's grace
+    /// period, as a bound for a hang, not a timing assertion), with code 0 and `says` in the
+    /// log. Prints how long it took; returns the log.
+    pub fn stop(&mut self, says: &str) -> Result<String> {
+        let sent = std::time::Instant::now();
+        self.terminate()?;
+        let (code, log) = self.wait_exit(Duration::from_secs(30))?;
+        eprintln!(
+            "operator exited {:.2} s after SIGTERM",
+            sent.elapsed().as_secs_f64()
+        );
+        assert_eq!(code, 0, "exit code after SIGTERM; log:\n{log}");
+        assert!(log.contains(says), "no {says:?} in the log:\n{log}");
+        Ok(log)
+    }
+
     /// SIGKILL and start a fresh process with the same identity and credentials.
     pub fn restart(&mut self) -> Result<()> {
         self.kill()?;

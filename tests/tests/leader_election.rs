@@ -7,7 +7,7 @@ use anyhow::Result;
 use hybrid_e2e::operator::{IDENTITY, Operator, install_chart_rbac, lease_holder as holder};
 use hybrid_e2e::{Check, TestNamespace, client, install_crds, poll};
 use k8s_openapi::api::coordination::v1::Lease;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LEASE: &str = "hybrid-operator";
 
@@ -32,19 +32,7 @@ async fn sigterm_releases_the_lease_and_exits() -> Result<()> {
     )
     .await?;
 
-    let sent = Instant::now();
-    op.terminate()?;
-    // A bound for a process that hangs, not a timing assertion: the release takes one request.
-    let (code, log) = op.wait_exit(Duration::from_secs(30))?;
-    eprintln!(
-        "operator exited {:.2} s after SIGTERM",
-        sent.elapsed().as_secs_f64()
-    );
-    assert_eq!(code, 0, "exit code after SIGTERM; log:\n{log}");
-    assert!(
-        log.contains("controllers stopped"),
-        "the controllers did not report stopping; log:\n{log}"
-    );
+    let log = op.stop("controllers stopped")?;
     assert_eq!(
         holder(&leases).await?,
         None,
@@ -101,13 +89,7 @@ async fn sigterm_stops_a_standby_and_leaves_the_lease_alone() -> Result<()> {
     )
     .await?;
 
-    op.terminate()?;
-    let (code, log) = op.wait_exit(Duration::from_secs(30))?;
-    assert_eq!(code, 0, "exit code after SIGTERM; log:\n{log}");
-    assert!(
-        log.contains("stopped before acquiring leadership"),
-        "the standby did not report stopping; log:\n{log}"
-    );
+    let log = op.stop("stopped before acquiring leadership")?;
     assert_eq!(
         holder(&leases).await?.as_deref(),
         Some("other-replica"),
