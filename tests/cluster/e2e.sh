@@ -90,5 +90,7 @@ if [ "$real_node" = 1 ]; then
   REAL_NODE=1 "$here/cluster.sh" up 2>&1 >/dev/null | tee "$out_dir/cluster-real-up.log" >&2
   stage="running the finance example on real pods"
   "$here/real-pods.sh" 2>&1 | tee "$out_dir/real-pods.log" >&2
+  stage="running the failure cases on real pods"
+  "$here/real-pod-failures.sh" 2>&1 | tee "$out_dir/real-pod-failures.log" >&2
   "$here/cluster.sh" status
 fi

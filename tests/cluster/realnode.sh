@@ -462,6 +462,7 @@ rn_storage() { # namespace
   fi
   mkdir -p "$art"
   chown 65532:65532 "$art"
+  kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: PersistentVolume
