@@ -6,7 +6,7 @@
 # addresses and the kubelet's ports.
 #
 # Network (nothing leaves this machine):
-#   hyb-api   dummy interface with RN_API_IP (10.200.0.1/32): the node IP, and the address the
+#   hyb-api   portless bridge (as a dummy interface) with RN_API_IP (10.200.0.1/32): the node IP, and the address the
 #             kube-apiserver binds so pods reach it through the `kubernetes` Service
 #   hyb0      the pod bridge, RN_POD_CIDR (10.245.0.0/24), gateway .1; no NAT, and a FORWARD rule
 #             drops everything from the bridge to any other interface
@@ -67,7 +67,10 @@ rn_net_up() {
     } >"$rn/host-state"
   fi
   modprobe br_netfilter 2>/dev/null || true
-  ip link show "$RN_DUMMY" >/dev/null 2>&1 || ip link add "$RN_DUMMY" type dummy
+  # A bridge with no ports stands in for a dummy interface: this kernel has no `dummy` driver,
+  # and a local address on a portless bridge is reachable from this host and, through
+  # kube-proxy's DNAT, from pods.
+  ip link show "$RN_DUMMY" >/dev/null 2>&1 || ip link add "$RN_DUMMY" type bridge
   ip addr replace "$RN_API_IP/32" dev "$RN_DUMMY"
   ip link set "$RN_DUMMY" up
 }
@@ -118,6 +121,14 @@ EOF
   chmod 600 "$1"
 }
 
+# Without CAP_SYS_RESOURCE (even root may lack it here), runc cannot set the negative
+# oom_score_adj the kubelet asks for; then containerd runs runc through runc-oom-clamp.
+rn_runc_binary() {
+  if ! (echo -1 >/proc/self/oom_score_adj) 2>/dev/null; then
+    echo "        BinaryName = \"$here/runc-oom-clamp\""
+  fi
+}
+
 rn_containerd_config() {
   local rn; rn=$(rn_dir)
   cat <<EOF
@@ -147,6 +158,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = "$RNS/runc"
+$(rn_runc_binary)
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$rn/cni"
@@ -415,8 +427,8 @@ rn_iptables_cleanup() {
   [ -z "$keep" ] || { log "warning: the host had KUBE-/CNI- iptables chains before; leaving every such chain alone"; return 0; }
   for table in filter nat mangle; do
     # Jumps into our chains first, then the chains themselves.
-    iptables -w -t "$table" -S 2>/dev/null | grep -E '^-A .* -j (KUBE|CNI)-' | sed 's/^-A/-D/' |
-      while read -r rule; do eval "iptables -w -t $table $rule" 2>/dev/null || true; done
+    { iptables -w -t "$table" -S 2>/dev/null || true; } | { grep -E '^-A .* -j (KUBE|CNI)-' || true; } |
+      sed 's/^-A/-D/' | while read -r rule; do eval "iptables -w -t $table $rule" 2>/dev/null || true; done
     for chain in $(iptables -w -t "$table" -S 2>/dev/null | sed -n 's/^-N \(\(KUBE\|CNI\)-[A-Za-z0-9_-]*\)$/\1/p'); do
       iptables -w -t "$table" -F "$chain" 2>/dev/null || true
     done
