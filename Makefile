@@ -61,3 +61,10 @@ demo:
 .PHONY: bench-serve
 bench-serve:
 	scripts/bench-serve.sh
+
+## The hybrid-operator and hybrid-runtime OCI images, without a container daemon (docs/images.md):
+## the tests' dev build, Debian libraries, umoci; archives and images.env in
+## ~/.cache/hybrid-operator/images. `scripts/build-images.sh --check` also runs them (root).
+.PHONY: images
+images:
+	scripts/build-images.sh
