@@ -4,7 +4,7 @@ use crate::build::job_result::{TrainResult, parse_train_report};
 use crate::build::revision::{ConfigMaps, dataset_digest, training_revision};
 use crate::build::scan_job;
 use crate::build::train_job::{
-    TrainJobInputs, image_trainer_artifact_uri, train_job, train_job_name,
+    TRAIN_DEADLINE_SECONDS, TrainJobInputs, image_trainer_artifact_uri, train_job, train_job_name,
 };
 use crate::build::{name_of, namespace_of};
 use crate::cache::{Feed, OwnerCaches};
@@ -165,9 +165,10 @@ async fn reconcile(
         Observed::Finished {
             created, finished, ..
         } => (created.clone(), finished.clone()),
-        Observed::Running { created } => (created.clone(), None),
+        Observed::Running { created, .. } => (created.clone(), None),
         Observed::Absent => (None, None),
     };
+    let abandoned = jobs::abandoned(&observed, now.0);
     let decision = jobs::decide(&wanted, observed, now.0);
 
     // None: wait for a change (a watch event, or the next dataset check when one is planned).
@@ -213,7 +214,7 @@ async fn reconcile(
             }
             requeue = Some(jobs::RUNNING_POLL);
         }
-        Decision::Running => requeue = Some(jobs::RUNNING_POLL),
+        Decision::Running { .. } => requeue = Some(jobs::RUNNING_POLL),
         Decision::DeleteCountedFailure => {
             jobs::delete(&jobs_api, &job_name).await?;
             requeue = Some(wait_until(
@@ -249,7 +250,7 @@ async fn reconcile(
         &crate::prune::adapter_locations(&status),
         matches!(
             decision,
-            Decision::CreateJob | Decision::Running | Decision::Succeeded(_)
+            Decision::CreateJob | Decision::Running { .. } | Decision::Succeeded(_)
         ),
     )
     .await?;
@@ -270,7 +271,10 @@ async fn reconcile(
                 .await;
         }
     }
+    // A Job stuck past its bound is deleted even when no retry follows: it would otherwise wait
+    // for its deadline.
     match &decision {
+        Decision::Failed { .. } if abandoned => jobs::delete(&jobs_api, &job_name).await?,
         Decision::Failed {
             next_attempt_at: Some(_),
             ..
@@ -405,7 +409,28 @@ pub fn next_status(
                 (true, reasons::SUCCEEDED, msg),
             )
         }
-        Decision::CreateJob | Decision::Running => {
+        Decision::Running { stuck: Some(stuck) } => {
+            status.last_job = Some(jobs::record(
+                job_name, revision, "Running", started, None, None,
+            ));
+            let msg = format!(
+                "training Job {job_name} for revision {revision} is stuck: {}; {active}; after {} in {} the Job is stopped and counts as a failed attempt",
+                stuck.message,
+                crate::stuck::human(stuck.bound()),
+                stuck.reason
+            );
+            // Once per stuck state: the status keeps its reason while the pod stays so.
+            if crate::status::find(&current.conditions, types::TRAINED)
+                .is_none_or(|c| c.reason != stuck.reason)
+            {
+                event = Some((true, stuck.reason, msg.clone()));
+            }
+            (
+                Health::reconciling(stuck.reason, msg.clone()),
+                (false, stuck.reason, msg),
+            )
+        }
+        Decision::CreateJob | Decision::Running { stuck: None } => {
             status.last_job = Some(jobs::record(
                 job_name, revision, "Running", started, None, None,
             ));
@@ -585,7 +610,8 @@ async fn observe(
     let finished = jobs::finished_at(&*job);
     let phase = jobs::job_phase(&*job);
     if let jobs::JobPhase::Running = phase {
-        return Ok(Observed::Running { created });
+        let stuck = caches.stuck(ns, job_name);
+        return Ok(Observed::Running { created, stuck });
     }
     let state = caches
         .terminated(&ctx.client, ns, job_name, "train")
@@ -611,7 +637,9 @@ async fn observe(
             }
         }
         _ => {
-            Err(jobs::failure_message(
+            Err(jobs::job_failure_message(
+                &*job,
+                Duration::from_secs(TRAIN_DEADLINE_SECONDS as u64),
                 state.as_ref(),
                 "train",
                 |m| match parse_train_report(m) {
@@ -698,6 +726,46 @@ mod tests {
         );
         assert_eq!(again.active_revision, status.active_revision);
         assert_eq!(again.conditions, status.conditions);
+    }
+
+    #[test]
+    fn a_training_pod_without_its_secret_shows_the_kubelets_message_once() {
+        let a = adapter(FINANCE_ADAPTER);
+        let stuck = crate::stuck::Stuck {
+            reason: "CreateContainerConfigError",
+            pod: "finance-compliance-train-tr2-x7".into(),
+            message: "pod finance-compliance-train-tr2-x7 cannot create container train (a Secret or ConfigMap it reads is missing): secret \"hf-token\" not found".into(),
+            since: Some(k8s_openapi::jiff::Timestamp::from_second(1).expect("ts")),
+        };
+        let running = |current: &AdapterStatus| {
+            next_status(
+                &a,
+                current,
+                "ds1",
+                "tr2",
+                "finance-compliance-train-tr2",
+                &Decision::Running {
+                    stuck: Some(stuck.clone()),
+                },
+                Some(t(1)),
+                None,
+                &t(6),
+            )
+        };
+        let (status, event) = running(&AdapterStatus::default());
+        let trained = find(&status.conditions, "Trained").expect("trained");
+        assert_eq!(trained.reason, "CreateContainerConfigError");
+        assert!(
+            trained.message.contains("secret \"hf-token\" not found")
+                && trained.message.contains("no revision is active yet"),
+            "{}",
+            trained.message
+        );
+        assert!(is_true(&status.conditions, "Reconciling"));
+        assert_eq!(event.expect("event").1, "CreateContainerConfigError");
+        let (again, event) = running(&status);
+        assert_eq!(again.conditions, status.conditions);
+        assert!(event.is_none());
     }
 
     #[test]

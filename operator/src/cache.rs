@@ -139,10 +139,23 @@ where
 pub fn keep<K>(_: &mut K) {}
 
 /// A Job's pod reduced further than its type ([`JobPod`]) does: the metadata a reconciler reads
-/// to find a Job's newest pod (name, labels, creation time).
+/// to find a Job's newest pod (name, labels, creation time), and the conditions that tell why
+/// it is stuck.
 pub fn trim_job_pod(p: &mut JobPod) {
     p.metadata.annotations = None;
     p.metadata.owner_references = None;
+    if let Some(state) = p.status.as_mut() {
+        state.trim_conditions();
+    }
+}
+
+/// A serving pod without the conditions and long crash messages no reconciler reads.
+pub fn trim_serving_pod(p: &mut crate::slim::ServingPod) {
+    p.metadata.owner_references = None;
+    if let Some(state) = p.status.as_mut() {
+        state.trim_conditions();
+        state.trim_messages();
+    }
 }
 
 /// In-memory only: the annotation under which a cached Deployment keeps its pod template as JSON
@@ -359,6 +372,27 @@ impl OwnerCaches {
             .collect()
     }
 
+    /// The cached pods of a Job.
+    fn job_pods(&self, ns: &str, job_name: &str) -> Vec<Arc<JobPod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(ns)
+                    && p.labels().get(jobs::JOB_NAME_LABEL).map(String::as_str) == Some(job_name)
+            })
+            .collect()
+    }
+
+    /// Why the Job's newest pod makes no progress, if it is stuck.
+    pub fn stuck(&self, ns: &str, job_name: &str) -> Option<crate::stuck::Stuck> {
+        let pods = self.job_pods(ns, job_name);
+        let newest = pods
+            .iter()
+            .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+        newest.stuck()
+    }
+
     /// The terminated state of `container` in the Job's newest pod. A finished Job's pod can
     /// reach the cache a moment after the Job does; then it is read from the apiserver.
     pub async fn terminated(
@@ -368,15 +402,7 @@ impl OwnerCaches {
         job_name: &str,
         container: &str,
     ) -> Result<Option<ContainerStateTerminated>> {
-        let pods: Vec<Arc<JobPod>> = self
-            .pods
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(ns)
-                    && p.labels().get(jobs::JOB_NAME_LABEL).map(String::as_str) == Some(job_name)
-            })
-            .collect();
+        let pods = self.job_pods(ns, job_name);
         let cached = jobs::newest_terminated(pods.iter().map(|p| &**p), container);
         match cached {
             Some(state) => Ok(Some(state)),
@@ -418,6 +444,8 @@ pub async fn run_owner_controller<K, R, F>(
     } = objects;
     let (caches, streams) = OwnerCaches::watch(&ctx.client, owner_label, config_maps);
     let store = objects.clone();
+    let owners = objects.clone();
+    let owner_label = owner_label.to_owned();
     Controller::for_stream(events, objects)
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .owns_stream(streams.jobs)
@@ -430,8 +458,11 @@ pub async fn run_owner_controller<K, R, F>(
                 .map(|o| ObjectRef::from_obj(&**o))
                 .collect::<Vec<_>>()
         })
-        // Polled for the cache only: a finished pod is acted on when its Job finishes.
-        .watches_stream(streams.pods, |_: JobPod| None)
+        // A pod that gets stuck (or unstuck) changes its owner's status; a finished pod is
+        // acted on when its Job finishes, which the Job's own event triggers.
+        .watches_stream(streams.pods, move |pod: JobPod| {
+            owner_of(&owners, &owner_label, &pod)
+        })
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(
             move |obj, ctx| reconcile(obj, ctx, caches.clone()),
@@ -440,6 +471,32 @@ pub async fn run_owner_controller<K, R, F>(
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// The object a Job pod belongs to, by its owner label (`label`): the label is the owner's name
+/// unless that name is too long for a label, so the cache is looked up directly and scanned
+/// only for long names (and pods whose owner is gone).
+fn owner_of<K: Resource<DynamicType = ()> + Clone>(
+    store: &Store<K>,
+    label: &str,
+    pod: &JobPod,
+) -> Vec<ObjectRef<K>> {
+    let (Some(ns), Some(value)) = (pod.namespace(), pod.labels().get(label)) else {
+        return Vec::new();
+    };
+    let direct = ObjectRef::new(value).within(&ns);
+    if store.get(&direct).is_some() {
+        return vec![direct];
+    }
+    store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+        .filter(|o| {
+            crate::build::label_value(o.meta().name.as_deref().unwrap_or_default()) == *value
+        })
+        .map(|o| ObjectRef::from_obj(&**o))
+        .collect()
 }
 
 #[cfg(test)]
@@ -493,6 +550,40 @@ mod tests {
             live_json(&d).expect("json"),
             serde_json::to_value(&d).expect("json")
         );
+    }
+
+    #[test]
+    fn a_job_pod_triggers_the_object_its_owner_label_names() {
+        use hybrid_crds::Corpus;
+        let long = "a-corpus-name-much-longer-than-the-sixty-three-characters-a-label-holds";
+        let (store, mut writer) = reflector::store::<Corpus>();
+        for name in ["notes", long] {
+            let c = crate::build::fixtures::corpus(
+                &crate::build::fixtures::FINANCE_CORPUS
+                    .replace("name: finance-notes", &format!("name: {name}")),
+            );
+            writer.apply_watcher_event(&watcher::Event::Apply(c));
+        }
+        let pod = |label: &str, ns: &str| -> JobPod {
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "p", "namespace": ns,
+                "labels": {"hybrid.dev/corpus": label}}}),
+            )
+            .expect("pod")
+        };
+        let names = |pod: &JobPod| -> Vec<String> {
+            owner_of(&store, "hybrid.dev/corpus", pod)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names(&pod("notes", "demo")), ["notes"]);
+        assert_eq!(
+            names(&pod(&crate::build::label_value(long), "demo")),
+            [long]
+        );
+        assert!(names(&pod("notes", "other")).is_empty());
+        assert!(names(&pod("gone", "demo")).is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Corpus controller: content revision → index Job → active index revision.
 
-use crate::build::index_job::{IndexJobInputs, index_job, index_job_name};
+use crate::build::index_job::{INDEX_DEADLINE_SECONDS, IndexJobInputs, index_job, index_job_name};
 use crate::build::job_result::{IndexResult, parse_index_report};
 use crate::build::revision::{ConfigMaps, corpus_content_revision};
 use crate::build::scan_job;
@@ -151,9 +151,10 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>, caches: OwnerCaches) 
         Observed::Finished {
             created, finished, ..
         } => (created.clone(), finished.clone()),
-        Observed::Running { created } => (created.clone(), None),
+        Observed::Running { created, .. } => (created.clone(), None),
         Observed::Absent => (None, None),
     };
+    let abandoned = jobs::abandoned(&observed, now.0);
     let decision = jobs::decide(&wanted, observed, now.0);
 
     // None: wait for a change (a watch event, or the next source check when one is planned).
@@ -194,7 +195,7 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>, caches: OwnerCaches) 
             }
             requeue = Some(jobs::RUNNING_POLL);
         }
-        Decision::Running => requeue = Some(jobs::RUNNING_POLL),
+        Decision::Running { .. } => requeue = Some(jobs::RUNNING_POLL),
         Decision::DeleteCountedFailure => {
             jobs::delete(&jobs_api, &job_name).await?;
             requeue = Some(wait_until(
@@ -237,7 +238,7 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>, caches: OwnerCaches) 
         &crate::prune::corpus_locations(&status),
         matches!(
             decision,
-            Decision::CreateJob | Decision::Running | Decision::Succeeded(_)
+            Decision::CreateJob | Decision::Running { .. } | Decision::Succeeded(_)
         ),
     )
     .await?;
@@ -259,8 +260,10 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>, caches: OwnerCaches) 
         }
     }
     // Only once the failure is recorded (with the Job's creation time, so it is never counted
-    // twice) is the Job deleted, making room for the retry under the same name.
+    // twice) is the Job deleted, making room for the retry under the same name. A Job stuck past
+    // its bound is deleted even when no retry follows: it would otherwise wait for its deadline.
     match &decision {
+        Decision::Failed { .. } if abandoned => jobs::delete(&jobs_api, &job_name).await?,
         Decision::Failed {
             next_attempt_at: Some(_),
             ..
@@ -364,7 +367,33 @@ pub fn next_status(
                 (true, reasons::SUCCEEDED, msg),
             )
         }
-        Decision::CreateJob | Decision::Running => {
+        Decision::Running { stuck: Some(stuck) } => {
+            status.last_job = Some(jobs::record(
+                job_name,
+                content_revision,
+                "Running",
+                started,
+                None,
+                None,
+            ));
+            let msg = format!(
+                "index Job {job_name} for content revision {content_revision} is stuck: {}; {active}; after {} in {} the Job is stopped and counts as a failed attempt",
+                stuck.message,
+                crate::stuck::human(stuck.bound()),
+                stuck.reason
+            );
+            // Once per stuck state: the status keeps its reason while the pod stays so.
+            if crate::status::find(&current.conditions, types::INDEXED)
+                .is_none_or(|c| c.reason != stuck.reason)
+            {
+                event = Some((true, stuck.reason, msg.clone()));
+            }
+            (
+                Health::reconciling(stuck.reason, msg.clone()),
+                (false, stuck.reason, msg),
+            )
+        }
+        Decision::CreateJob | Decision::Running { stuck: None } => {
             status.last_job = Some(jobs::record(
                 job_name,
                 content_revision,
@@ -555,7 +584,8 @@ async fn observe(
     let finished = jobs::finished_at(&*job);
     let phase = jobs::job_phase(&*job);
     if let jobs::JobPhase::Running = phase {
-        return Ok(Observed::Running { created });
+        let stuck = caches.stuck(ns, job_name);
+        return Ok(Observed::Running { created, stuck });
     }
     let state = caches
         .terminated(&ctx.client, ns, job_name, "index")
@@ -569,7 +599,9 @@ async fn observe(
                 Err(e) => Err(e.to_string()),
             }
         }
-        _ => Err(jobs::failure_message(
+        _ => Err(jobs::job_failure_message(
+            &*job,
+            std::time::Duration::from_secs(INDEX_DEADLINE_SECONDS as u64),
             state.as_ref(),
             "index",
             |m| match parse_index_report(m) {
@@ -719,6 +751,64 @@ mod tests {
             ready.message
         );
         assert_eq!(event.expect("event").1, "JobFailed");
+    }
+
+    fn stuck_pod() -> crate::stuck::Stuck {
+        crate::stuck::Stuck {
+            reason: "ImagePullBackOff",
+            pod: "finance-notes-index-c4-x7".into(),
+            message: "pod finance-notes-index-c4-x7 cannot pull image \"runtime:nope\": Back-off pulling image \"runtime:nope\"".into(),
+            since: Some(k8s_openapi::jiff::Timestamp::from_second(1).expect("ts")),
+        }
+    }
+
+    #[test]
+    fn a_stuck_index_pod_shows_its_reason_once_and_the_active_revision_stays() {
+        let c = corpus(FINANCE_CORPUS);
+        let current = CorpusStatus {
+            active_revision: Some(active("ix-3", "c3")),
+            ..Default::default()
+        };
+        let running = |current: &CorpusStatus, stuck| {
+            next_status(
+                &c,
+                current,
+                "c4",
+                "finance-notes-index-c4",
+                &Decision::Running { stuck },
+                Some(t(1)),
+                None,
+                &t(10),
+            )
+        };
+        let (indexing, _) = running(&current, None);
+        let (status, event) = running(&indexing, Some(stuck_pod()));
+        assert_eq!(
+            status.active_revision.clone().expect("kept").revision,
+            "ix-3"
+        );
+        for type_ in ["Indexed", "Ready", "Reconciling"] {
+            let c = crate::status::find(&status.conditions, type_).expect(type_);
+            assert_eq!(c.reason, "ImagePullBackOff", "{type_}");
+        }
+        let indexed = crate::status::find(&status.conditions, "Indexed").expect("i");
+        assert_eq!(
+            indexed.message,
+            "index Job finance-notes-index-c4 for content revision c4 is stuck: pod finance-notes-index-c4-x7 cannot pull image \"runtime:nope\": Back-off pulling image \"runtime:nope\"; revision ix-3 stays active; after 5m in ImagePullBackOff the Job is stopped and counts as a failed attempt"
+        );
+        let (warning, reason, note) = event.expect("an Event when it gets stuck");
+        assert!(warning);
+        assert_eq!(
+            (reason, note.as_str()),
+            ("ImagePullBackOff", indexed.message.as_str())
+        );
+        let (again, event) = running(&status, Some(stuck_pod()));
+        assert_eq!(again, status, "still stuck: nothing to write");
+        assert!(event.is_none(), "published once");
+        // The pod starts: back to Indexing.
+        let (unstuck, _) = running(&status, None);
+        let ready = crate::status::find(&unstuck.conditions, "Ready").expect("r");
+        assert_eq!(ready.reason, "Indexing");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use crate::build::loaded::{self, LoadedReport};
 use crate::build::serving::{
-    RuntimeRbac, ServingInputs, ServingObjects, endpoint, selector_string, serving_objects, top_k,
+    RuntimeRbac, SERVING_PROGRESS_DEADLINE_SECONDS, ServingInputs, ServingObjects, endpoint,
+    selector_string, serving_objects, top_k,
 };
 use crate::build::{
     LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, label_value, name_of, namespace_of,
@@ -13,6 +14,7 @@ use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
 use crate::slim::ServingPod;
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
+use crate::stuck::{self, Stuck};
 use futures::StreamExt;
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::model::{AdapterLineage, IndexLineage, Lineage, LoadedRevisions, NamedRevision};
@@ -109,8 +111,12 @@ pub async fn run(
     );
     let (config_maps, config_map_events) =
         cached(Api::<ConfigMap>::all(client.clone()), serving(), keep);
-    // Serving pods: readiness and their loaded-revisions reports, nothing else.
-    let (pods, pod_events) = cached(Api::<ServingPod>::all(client.clone()), serving(), keep);
+    // Serving pods: readiness, their loaded-revisions reports, and what keeps them from running.
+    let (pods, pod_events) = cached(
+        Api::<ServingPod>::all(client.clone()),
+        serving(),
+        cache::trim_serving_pod,
+    );
     let Feed {
         store: corpora,
         events: corpus_events,
@@ -402,6 +408,7 @@ async fn reconcile(
     // The cache holds serving pods only (its watch selects the component).
     let pods: Vec<&ServingPod> = pods.iter().map(|p| &**p).collect();
     let report = loaded::fold(&pods, &objects.serving_revision);
+    let stuck = crate::stuck::first_stuck(&pods);
 
     let status = serving_status(
         &model,
@@ -409,6 +416,7 @@ async fn reconcile(
         &objects,
         &deployment,
         &report,
+        stuck.as_ref(),
         &adapters,
         &corpora,
         &policy,
@@ -419,7 +427,11 @@ async fn reconcile(
     let rolled_out = crate::status::is_true(&status.conditions, types::SERVING);
     ctx.metrics
         .record_status(KIND, &ns, &name, &status.conditions, None, &now);
-    apply_status(&api, &*model, model.status.as_ref(), &status).await?;
+    if apply_status(&api, &*model, model.status.as_ref(), &status).await?
+        && let Some((reason, note)) = stuck_event(&current, &status)
+    {
+        ctx.event(&*model, true, &reason, "Rollout", note).await;
+    }
     Ok(if rolled_out {
         Action::requeue(RESYNC)
     } else {
@@ -448,6 +460,36 @@ pub fn blocked_status(
     status
 }
 
+/// The Deployment controller's verdict on a rollout that made no progress within its
+/// `progressDeadlineSeconds`: its message, when it gave up.
+pub fn progress_deadline_exceeded(deployment: &Deployment) -> Option<String> {
+    let conditions = deployment.status.as_ref()?.conditions.as_ref()?;
+    let c = conditions.iter().find(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some(stuck::reasons::PROGRESS_DEADLINE_EXCEEDED)
+    })?;
+    Some(c.message.clone().unwrap_or_default())
+}
+
+/// The warning Event worth publishing once for a status write: the `Serving` condition turned
+/// to a stuck pod's reason (or a new one), or the model became Stalled.
+pub fn stuck_event(
+    before: &HybridModelStatus,
+    after: &HybridModelStatus,
+) -> Option<(String, String)> {
+    let reason_of = |s: &HybridModelStatus, t: &str| {
+        crate::status::find(&s.conditions, t).map(|c| (c.reason.clone(), c.status.clone()))
+    };
+    let now = crate::status::find(&after.conditions, types::SERVING)?;
+    if now.status == "True" || !stuck::is_stuck_reason(&now.reason) {
+        return None;
+    }
+    let changed = reason_of(before, types::SERVING) != reason_of(after, types::SERVING)
+        || reason_of(before, types::STALLED) != reason_of(after, types::STALLED);
+    changed.then(|| (now.reason.clone(), now.message.clone()))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn serving_status(
     model: &HybridModel,
@@ -455,6 +497,7 @@ pub fn serving_status(
     objects: &ServingObjects,
     deployment: &Deployment,
     report: &LoadedReport,
+    stuck: Option<&Stuck>,
     adapters: &[Adapter],
     corpora: &[Corpus],
     policy: &ServingPolicy,
@@ -529,19 +572,30 @@ pub fn serving_status(
         serving_revision: Some(objects.serving_revision.clone()),
     });
 
+    let incomplete = !current_generation || updated < wanted || available < wanted;
     let (serving, reason, message) = if wanted == 0 {
         (
             true,
             reasons::SUCCEEDED,
             "scaled to zero replicas".to_owned(),
         )
+    } else if let Some(stuck) = stuck.filter(|_| incomplete) {
+        let message = if available == 0 {
+            format!("0/{wanted} serving pods available: {}", stuck.message)
+        } else {
+            format!(
+                "{updated}/{wanted} pods updated, {available}/{wanted} available: {}; the {available} available pod(s) keep serving what they have loaded",
+                stuck.message
+            )
+        };
+        (false, stuck.reason, message)
     } else if available == 0 {
         (
             false,
             reasons::UNAVAILABLE,
             format!("0/{wanted} serving pods available"),
         )
-    } else if !current_generation || updated < wanted || available < wanted {
+    } else if incomplete {
         (
             false,
             reasons::ROLLING_OUT,
@@ -557,6 +611,28 @@ pub fn serving_status(
     if report.loaded.is_some() {
         status.loaded = report.loaded.clone();
     }
+    // No new pod became available within the Deployment's progress deadline: a user must act
+    // (a stuck pod's reason says how); a pod that becomes available later clears it by itself.
+    let deadline = (!serving)
+        .then(|| progress_deadline_exceeded(deployment))
+        .flatten();
+    let (reason, message) = match &deadline {
+        Some(deadline) => (
+            if stuck::is_stuck_reason(reason) {
+                reason
+            } else {
+                stuck::reasons::PROGRESS_DEADLINE_EXCEEDED
+            },
+            format!(
+                "{message}; the rollout made no progress for {} ({}: {deadline})",
+                stuck::human(std::time::Duration::from_secs(
+                    SERVING_PROGRESS_DEADLINE_SECONDS as u64
+                )),
+                stuck::reasons::PROGRESS_DEADLINE_EXCEEDED
+            ),
+        ),
+        None => (reason, message),
+    };
     set_condition(
         &mut status.conditions,
         types::SERVING,
@@ -568,6 +644,8 @@ pub fn serving_status(
     );
     let health = if serving {
         Health::ready(reason, message)
+    } else if deadline.is_some() {
+        Health::stalled(reason, message)
     } else {
         Health::reconciling(reason, message)
     };
@@ -614,6 +692,223 @@ spec:
 
     fn t(secs: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("ts"))
+    }
+
+    const POLICY: &str = "apiVersion: hybrid.dev/v1alpha1\nkind: ServingPolicy\nmetadata: {name: p, namespace: demo}\nspec: {latency: {p95Ms: 2500}}";
+
+    /// A Deployment of 2 replicas with `available` of them available, `updated` on the current
+    /// template, and `progressing` as its Progressing condition (status, reason).
+    fn deployment(available: i32, updated: i32, progressing: Option<(&str, &str)>) -> Deployment {
+        let conditions: Vec<serde_json::Value> = progressing
+            .into_iter()
+            .map(|(status, reason)| {
+                serde_json::json!({"type": "Progressing", "status": status, "reason": reason,
+                    "message": "ReplicaSet \"advisor-5d8f\" has timed out progressing."})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "advisor", "namespace": "demo", "generation": 4},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 4, "replicas": 2, "availableReplicas": available,
+                "updatedReplicas": updated, "conditions": conditions}
+        }))
+        .expect("deployment")
+    }
+
+    fn pod(name: &str, status: serde_json::Value) -> ServingPod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "demo",
+                "creationTimestamp": "1970-01-01T00:01:40Z",
+                "labels": {"hybrid.dev/hybridmodel": "advisor"}},
+            "status": status
+        }))
+        .expect("pod")
+    }
+
+    fn ready_pod() -> ServingPod {
+        pod(
+            "advisor-1111-old",
+            serde_json::json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+        )
+    }
+
+    fn waiting_pod(reason: &str, message: &str) -> ServingPod {
+        pod(
+            "advisor-5d8f-new",
+            serde_json::json!({"phase": "Pending",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "serve", "image": "ghcr.io/hybrid/runtime:nope",
+                    "state": {"waiting": {"reason": reason, "message": message}}}]}),
+        )
+    }
+
+    fn unschedulable_pod() -> ServingPod {
+        pod(
+            "advisor-5d8f-new",
+            serde_json::json!({"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]}),
+        )
+    }
+
+    /// The status of MODEL served by `deployment` with these pods.
+    fn rollout(deployment: &Deployment, pods: &[&ServingPod]) -> HybridModelStatus {
+        let m = model(MODEL);
+        let p = crate::build::fixtures::policy(POLICY);
+        let objects = serving_objects(&ServingInputs {
+            model: &m,
+            policy: &p,
+            adapters: &[],
+            corpora: &[],
+            runtime_image: "ghcr.io/hybrid/runtime:1",
+        })
+        .expect("objects");
+        let report = loaded::fold(pods, &objects.serving_revision);
+        let stuck = stuck::first_stuck(pods);
+        serving_status(
+            &m,
+            &HybridModelStatus::default(),
+            &objects,
+            deployment,
+            &report,
+            stuck.as_ref(),
+            &[],
+            &[],
+            &p,
+            "advisor",
+            "demo",
+            &t(500),
+        )
+    }
+
+    #[test]
+    fn an_unschedulable_serving_pod_shows_the_schedulers_message() {
+        let s = rollout(&deployment(0, 2, None), &[&unschedulable_pod()]);
+        let serving = find(&s.conditions, "Serving").expect("serving");
+        assert_eq!(
+            (serving.status.as_str(), serving.reason.as_str()),
+            ("False", "Unschedulable")
+        );
+        assert_eq!(
+            serving.message,
+            "0/2 serving pods available: pod advisor-5d8f-new cannot be scheduled: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+        );
+        assert_eq!(
+            find(&s.conditions, "Ready").expect("r").reason,
+            "Unschedulable"
+        );
+        assert!(is_true(&s.conditions, "Reconciling"));
+        assert!(!is_true(&s.conditions, "Stalled"));
+    }
+
+    #[test]
+    fn a_stuck_new_pod_says_the_old_ones_keep_serving() {
+        let s = rollout(
+            &deployment(1, 1, Some(("True", "ReplicaSetUpdated"))),
+            &[
+                &ready_pod(),
+                &waiting_pod(
+                    "ImagePullBackOff",
+                    "Back-off pulling image \"ghcr.io/hybrid/runtime:nope\"",
+                ),
+            ],
+        );
+        let serving = find(&s.conditions, "Serving").expect("serving");
+        assert_eq!(serving.reason, "ImagePullBackOff");
+        assert_eq!(
+            serving.message,
+            "1/2 pods updated, 1/2 available: pod advisor-5d8f-new cannot pull image \"ghcr.io/hybrid/runtime:nope\": Back-off pulling image \"ghcr.io/hybrid/runtime:nope\"; the 1 available pod(s) keep serving what they have loaded"
+        );
+        assert!(!is_true(&s.conditions, "Stalled"));
+    }
+
+    #[test]
+    fn past_the_progress_deadline_the_model_is_stalled_with_the_pods_reason() {
+        let s = rollout(
+            &deployment(1, 1, Some(("False", "ProgressDeadlineExceeded"))),
+            &[
+                &ready_pod(),
+                &waiting_pod(
+                    "CreateContainerConfigError",
+                    "secret \"hf-token\" not found",
+                ),
+            ],
+        );
+        let stalled = find(&s.conditions, "Stalled").expect("stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "CreateContainerConfigError")
+        );
+        assert!(
+            stalled.message.contains("secret \"hf-token\" not found")
+                && stalled.message.contains("keep serving")
+                && stalled
+                    .message
+                    .ends_with("the rollout made no progress for 15m (ProgressDeadlineExceeded: ReplicaSet \"advisor-5d8f\" has timed out progressing.)"),
+            "{}",
+            stalled.message
+        );
+        assert_eq!(
+            find(&s.conditions, "Serving").expect("s").reason,
+            "CreateContainerConfigError"
+        );
+        assert!(!is_true(&s.conditions, "Reconciling"));
+
+        // No stuck pod to blame: the Deployment controller's reason.
+        let s = rollout(
+            &deployment(0, 2, Some(("False", "ProgressDeadlineExceeded"))),
+            &[],
+        );
+        let stalled = find(&s.conditions, "Stalled").expect("stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "ProgressDeadlineExceeded")
+        );
+    }
+
+    #[test]
+    fn a_crash_looping_serving_pod_killed_for_memory_reads_oomkilled() {
+        let crashing = pod(
+            "advisor-5d8f-new",
+            serde_json::json!({"conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "serve",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}]}),
+        );
+        let s = rollout(&deployment(0, 2, None), &[&crashing]);
+        let serving = find(&s.conditions, "Serving").expect("serving");
+        assert_eq!(serving.reason, "OOMKilled");
+        assert!(
+            serving
+                .message
+                .contains("last exit: OOMKilled, exit code 137"),
+            "{}",
+            serving.message
+        );
+    }
+
+    #[test]
+    fn a_finished_rollout_ignores_a_leftover_stuck_pod() {
+        let s = rollout(
+            &deployment(2, 2, Some(("True", "NewReplicaSetAvailable"))),
+            &[&ready_pod(), &unschedulable_pod()],
+        );
+        assert_ne!(
+            find(&s.conditions, "Serving").expect("s").reason,
+            "Unschedulable"
+        );
+    }
+
+    #[test]
+    fn the_stuck_event_is_published_once_per_reason() {
+        let before = HybridModelStatus::default();
+        let after = rollout(&deployment(0, 2, None), &[&unschedulable_pod()]);
+        let (reason, note) = stuck_event(&before, &after).expect("event");
+        assert_eq!(reason, "Unschedulable");
+        assert!(note.contains("0/3 nodes are available"), "{note}");
+        assert_eq!(stuck_event(&after, &after), None, "same reason: no repeat");
+        let rolling = rollout(&deployment(1, 1, None), &[&ready_pod()]);
+        assert_eq!(stuck_event(&before, &rolling), None, "not stuck");
     }
 
     #[test]

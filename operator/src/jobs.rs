@@ -3,10 +3,13 @@
 //! unchanged revision → nothing; new revision → create its Job (deterministic name, created only
 //! if absent); Job succeeded → promote its result; Job failed → keep the active revision, count
 //! the failure, delete the Job and create it again after an exponential backoff; after
-//! [`MAX_ATTEMPTS`] failures → Stalled until the revision changes.
+//! [`MAX_ATTEMPTS`] failures → Stalled until the revision changes. A Job whose pod is stuck
+//! (`stuck::diagnose`) is reported as such while it waits, and once it has waited past the
+//! bound of its state it counts as a failed attempt like any other (and is deleted).
 
 use crate::error::{Error, Result};
 use crate::slim::{JobPod, JobState};
+use crate::stuck::{Stuck, human};
 use hybrid_crds::common::{JobRecord, RetryState};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::ContainerStateTerminated;
@@ -38,6 +41,8 @@ pub enum Observed<R> {
     Absent,
     Running {
         created: Option<Time>,
+        /// Its newest pod makes no progress, and why.
+        stuck: Option<Stuck>,
     },
     /// Finished; `Err` carries the failure message (runtime error, unreadable result, ...).
     Finished {
@@ -53,8 +58,8 @@ pub enum Decision<R> {
     UpToDate,
     /// Create the Job now.
     CreateJob,
-    /// A Job runs; wait for it.
-    Running,
+    /// A Job runs (or its pod is stuck, not for longer than its bound yet); wait for it.
+    Running { stuck: Option<Stuck> },
     /// The Job succeeded with this result: promote it.
     Succeeded(R),
     /// A failure not counted yet. `next_attempt_at` is None when the budget is spent.
@@ -120,7 +125,19 @@ pub fn decide<R>(wanted: &Wanted<'_>, observed: Observed<R>, now: Timestamp) -> 
                 }
             }
         }
-        Observed::Running { .. } => Decision::Running,
+        Observed::Running {
+            created,
+            stuck: Some(stuck),
+        } if stuck.past_bound(now) => decide(
+            wanted,
+            Observed::Finished {
+                created,
+                finished: None,
+                outcome: Err(stuck_failure(&stuck)),
+            },
+            now,
+        ),
+        Observed::Running { stuck, .. } => Decision::Running { stuck },
         Observed::Absent => {
             if failures >= MAX_ATTEMPTS {
                 Decision::Exhausted
@@ -133,6 +150,22 @@ pub fn decide<R>(wanted: &Wanted<'_>, observed: Observed<R>, now: Timestamp) -> 
             }
         }
     }
+}
+
+/// The failure a Job stuck past its bound counts as.
+pub fn stuck_failure(stuck: &Stuck) -> String {
+    format!(
+        "{} for more than {}: {}; the Job was stopped",
+        stuck.reason,
+        human(stuck.bound()),
+        stuck.message
+    )
+}
+
+/// Whether a running Job's pod is stuck past its bound: the Job then counts as failed, and is
+/// deleted once that is recorded (it would otherwise wait until its deadline).
+pub fn abandoned<R>(observed: &Observed<R>, now: Timestamp) -> bool {
+    matches!(observed, Observed::Running { stuck: Some(s), .. } if s.past_bound(now))
 }
 
 /// Whether a Job finished, and how.
@@ -232,6 +265,38 @@ pub fn failure_message(
             t.exit_code
         ),
         None => detail,
+    }
+}
+
+/// The reason of a failed Job's `Failed` condition (`BackoffLimitExceeded`, `DeadlineExceeded`).
+pub fn failed_reason(job: &impl JobView) -> Option<&str> {
+    let conditions = job.job_status()?.conditions.as_ref()?;
+    let failed = conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")?;
+    failed.reason.as_deref()
+}
+
+/// A failed Job's message ([`failure_message`]), led by the deadline when the Job controller
+/// stopped it for running past its `activeDeadlineSeconds` (`deadline`): the pod it killed may
+/// be gone, and "failed without a message" would hide why.
+pub fn job_failure_message(
+    job: &impl JobView,
+    deadline: Duration,
+    state: Option<&ContainerStateTerminated>,
+    what: &str,
+    parse: impl Fn(&str) -> Option<String>,
+) -> String {
+    if failed_reason(job) != Some(crate::stuck::reasons::DEADLINE_EXCEEDED) {
+        return failure_message(state, what, parse);
+    }
+    let stopped = format!(
+        "DeadlineExceeded: the {what} Job ran longer than its deadline of {} and was stopped",
+        human(deadline)
+    );
+    match state {
+        Some(_) => format!("{stopped}; {}", failure_message(state, what, parse)),
+        None => stopped,
     }
 }
 
@@ -408,11 +473,12 @@ mod tests {
             decide::<u32>(
                 &w,
                 Observed::Running {
-                    created: Some(t(90))
+                    created: Some(t(90)),
+                    stuck: None,
                 },
                 now
             ),
-            Decision::Running
+            Decision::Running { stuck: None }
         );
         let done = Observed::Finished {
             created: Some(t(90)),
@@ -530,6 +596,98 @@ mod tests {
         assert_eq!(
             stale_jobs(&jobs, "c-index-new"),
             ["c-index-old", "c-index-failed"]
+        );
+    }
+
+    fn stuck_since(secs: i64) -> Stuck {
+        Stuck {
+            reason: crate::stuck::reasons::IMAGE_PULL_BACK_OFF,
+            pod: "c-index-rev2-x7".into(),
+            message: "pod c-index-rev2-x7 cannot pull image \"nope:1\"".into(),
+            since: Some(Timestamp::from_second(secs).expect("ts")),
+        }
+    }
+
+    #[test]
+    fn a_stuck_pod_waits_within_its_bound_then_counts_as_a_failure() {
+        let w = wanted(None, None);
+        let running = |stuck| Observed::<u32>::Running {
+            created: Some(t(100)),
+            stuck: Some(stuck),
+        };
+        let now = Timestamp::from_second(100 + 299).expect("ts");
+        assert_eq!(
+            decide(&w, running(stuck_since(100)), now),
+            Decision::Running {
+                stuck: Some(stuck_since(100))
+            }
+        );
+        assert!(!abandoned(&running(stuck_since(100)), now));
+        let now = Timestamp::from_second(100 + 300).expect("ts");
+        assert!(abandoned(&running(stuck_since(100)), now));
+        let d = decide(&w, running(stuck_since(100)), now);
+        let Decision::Failed {
+            failures: 1,
+            message,
+            next_attempt_at: Some(_),
+        } = d
+        else {
+            panic!("expected a counted failure with a retry, got {d:?}");
+        };
+        assert_eq!(
+            message,
+            "ImagePullBackOff for more than 5m: pod c-index-rev2-x7 cannot pull image \"nope:1\"; the Job was stopped"
+        );
+        // Recorded, the Job not gone yet: not counted twice.
+        let retry = RetryState {
+            revision: "rev2".into(),
+            failures: 1,
+            next_attempt_at: Some(t(430)),
+        };
+        let last = record("c-index-rev2", "rev2", "Failed", Some(t(100)), None, None);
+        assert_eq!(
+            decide(
+                &wanted(Some(&retry), Some(&last)),
+                running(stuck_since(100)),
+                now
+            ),
+            Decision::DeleteCountedFailure
+        );
+    }
+
+    #[test]
+    fn a_job_stopped_at_its_deadline_says_so() {
+        let job: JobState = serde_yaml::from_str(
+            "metadata: {name: c-index-rev2}\nstatus: {conditions: [{type: Failed, status: 'True', reason: DeadlineExceeded, message: Job was active longer than specified deadline}]}",
+        )
+        .expect("job");
+        assert_eq!(failed_reason(&job), Some("DeadlineExceeded"));
+        assert_eq!(
+            job_failure_message(&job, Duration::from_secs(3600), None, "index", |_| None),
+            "DeadlineExceeded: the index Job ran longer than its deadline of 1h and was stopped"
+        );
+        let killed = ContainerStateTerminated {
+            reason: Some("Error".into()),
+            exit_code: 143,
+            ..Default::default()
+        };
+        assert_eq!(
+            job_failure_message(
+                &job,
+                Duration::from_secs(3600),
+                Some(&killed),
+                "index",
+                |_| None
+            ),
+            "DeadlineExceeded: the index Job ran longer than its deadline of 1h and was stopped; pod terminated: Error, exit code 143: the index pod failed without a message"
+        );
+        let other: JobState = serde_yaml::from_str(
+            "metadata: {name: c-index-rev2}\nstatus: {conditions: [{type: Failed, status: 'True', reason: BackoffLimitExceeded}]}",
+        )
+        .expect("job");
+        assert_eq!(
+            job_failure_message(&other, Duration::from_secs(3600), None, "index", |_| None),
+            "the index pod failed without a message"
         );
     }
 

@@ -21,3 +21,4 @@ pub mod servingpolicy;
 pub mod slim;
 pub mod sources;
 pub mod status;
+pub mod stuck;

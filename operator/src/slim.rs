@@ -6,42 +6,52 @@
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::JobStatus;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, PodCondition};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStateWaiting, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
-/// A pod of one of the operator's Jobs, read for how its containers ended: the result or failure
-/// a Job reports through its termination message.
+/// A pod of one of the operator's Jobs, read for how its containers ended (the result or
+/// failure a Job reports through its termination message) and for what keeps it from running
+/// (`stuck::diagnose`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct JobPod {
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<JobPodStatus>,
+    pub status: Option<PodState>,
 }
 
+/// The part of a pod's status the operator reads: its conditions (`Ready`, `PodScheduled`) and
+/// its containers' states.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct JobPodStatus {
+pub struct PodState {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<PodCondition>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub container_statuses: Vec<ContainerEnd>,
 }
 
-/// A container's name and, once it has ended, how (`state`, or `lastState` after a restart).
+/// A container's name and image, what it waits for, and, once it has ended, how (`state`, or
+/// `lastState` after a restart).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerEnd {
     pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<Ended>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_state: Option<Ended>,
 }
 
-/// The `terminated` member of a container state (`waiting` and `running` are not read).
+/// The `waiting` and `terminated` members of a container state (`running` is not read).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Ended {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<ContainerStateWaiting>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub terminated: Option<ContainerStateTerminated>,
 }
@@ -57,19 +67,13 @@ impl JobPod {
     }
 }
 
-/// A serving pod, read for its readiness and the revisions it reports it has loaded (an
-/// annotation, `build::loaded`).
+/// A serving pod, read for its readiness, the revisions it reports it has loaded (an
+/// annotation, `build::loaded`), and what keeps it from running (`stuck::diagnose`).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct ServingPod {
     pub metadata: ObjectMeta,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<ServingPodStatus>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct ServingPodStatus {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<PodCondition>,
+    pub status: Option<PodState>,
 }
 
 impl ServingPod {
@@ -81,6 +85,35 @@ impl ServingPod {
             })
     }
 }
+
+impl PodState {
+    /// Drops the conditions no reconciler reads: all but `Ready` and a failing `PodScheduled`.
+    pub fn trim_conditions(&mut self) {
+        self.conditions
+            .retain(|c| c.type_ == "Ready" || (c.type_ == "PodScheduled" && c.status == "False"));
+    }
+
+    /// Cuts termination messages to [`CACHED_MESSAGE_CHARS`]: for serving pods, whose
+    /// messages are crash reports read for a condition message, never results.
+    pub fn trim_messages(&mut self) {
+        for c in &mut self.container_statuses {
+            for ended in [c.state.as_mut(), c.last_state.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(message) = ended.terminated.as_mut().and_then(|t| t.message.as_mut())
+                    && message.len() > CACHED_MESSAGE_CHARS
+                {
+                    *message = message.chars().take(CACHED_MESSAGE_CHARS).collect();
+                }
+            }
+        }
+    }
+}
+
+/// Longest termination message a cached serving pod keeps: enough for the runtime's error
+/// line, while a log tail (`FallbackToLogsOnError`, up to 4 KiB) is not held for every pod.
+pub const CACHED_MESSAGE_CHARS: usize = 512;
 
 /// A Job as the caches hold it: metadata (owner, labels, creation time) and status. Its spec is
 /// what the operator created it with.
@@ -167,6 +200,47 @@ mod tests {
         assert_eq!(end.message.as_deref(), Some("{\"kind\":\"IndexError\"}"));
         assert!(pod.terminated("sidecar").is_none(), "still running");
         assert!(pod.terminated("absent").is_none());
+    }
+
+    #[test]
+    fn trimmed_pod_states_keep_what_tells_why_a_pod_is_stuck() {
+        let mut pod: ServingPod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "advisor-1"},
+            "status": {"conditions": [
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": "serve", "image": "runtime:1",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": "x".repeat(4096)}}}]}
+        }))
+        .expect("pod");
+        let state = pod.status.as_mut().expect("status");
+        state.trim_conditions();
+        state.trim_messages();
+        let types: Vec<&str> = state.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            ["Ready"],
+            "a scheduled pod's PodScheduled is not kept"
+        );
+        let c = &state.container_statuses[0];
+        assert_eq!(c.image, "runtime:1");
+        let waiting = c
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("w");
+        assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
+        let last = c
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .expect("t");
+        assert_eq!(
+            last.message.as_deref().map(str::len),
+            Some(CACHED_MESSAGE_CHARS)
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use crate::build::job_result::parse_scan_report;
 use crate::build::revision::RemoteDigests;
-use crate::build::scan_job::{ScanOwner, scan_job, scan_job_name, scan_sources_key};
+use crate::build::scan_job::{
+    SCAN_DEADLINE_SECONDS, ScanOwner, scan_job, scan_job_name, scan_sources_key,
+};
 use crate::build::{name_of, namespace_of};
 use crate::cache::OwnerCaches;
 use crate::context::Context;
@@ -181,6 +183,8 @@ pub struct RemoteCheck {
     pub pending: Option<(&'static str, String)>,
     /// A scan Job is running.
     pub scan_running: bool,
+    /// The running scan Job's pod is stuck (not past its bound yet).
+    pub scan_stuck: Option<crate::stuck::Stuck>,
     /// A warning Event for a failed check, published when the status records it.
     pub event: Option<(&'static str, String)>,
 }
@@ -272,8 +276,26 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
             .and_then(|l| l.get(crate::build::LABEL_REVISION))
             .cloned();
         let current_scan = job_key.is_some() && job_key == scan_key;
+        let stuck = caches.stuck(&ns, &scan_name);
+        let now = crate::status::now().0;
         match jobs::job_phase(&*job) {
-            jobs::JobPhase::Running if current_scan => check.scan_running = true,
+            // Stuck past its bound: a failed check, the Job deleted; the next check retries.
+            jobs::JobPhase::Running
+                if current_scan && stuck.as_ref().is_some_and(|s| s.past_bound(now)) =>
+            {
+                checked_now = true;
+                if let Some(stuck) = &stuck {
+                    errors.push(format!(
+                        "scan Job {scan_name}: {}",
+                        jobs::stuck_failure(stuck)
+                    ));
+                }
+                jobs::delete(jobs_api, &scan_name).await?;
+            }
+            jobs::JobPhase::Running if current_scan => {
+                check.scan_running = true;
+                check.scan_stuck = stuck;
+            }
             jobs::JobPhase::Running => jobs::delete(jobs_api, &scan_name).await?,
             phase => {
                 let state = caches
@@ -301,12 +323,18 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
                         }
                         _ => errors.push(format!(
                             "scan Job {scan_name}: {}",
-                            jobs::failure_message(state.as_ref(), "scan", |m| {
-                                match parse_scan_report(m) {
-                                    Ok(Err(failure)) => Some(failure.to_string()),
-                                    _ => None,
+                            jobs::job_failure_message(
+                                &*job,
+                                Duration::from_secs(SCAN_DEADLINE_SECONDS as u64),
+                                state.as_ref(),
+                                "scan",
+                                |m| {
+                                    match parse_scan_report(m) {
+                                        Ok(Err(failure)) => Some(failure.to_string()),
+                                        _ => None,
+                                    }
                                 }
-                            })
+                            )
                         )),
                     }
                 }
@@ -369,6 +397,16 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
                 .collect(),
             scan: scan.as_ref().map(|s| s.digest.clone()),
         });
+    } else if let Some(stuck) = check.scan_stuck.as_ref().filter(|_| errors.is_empty()) {
+        check.pending = Some((
+            stuck.reason,
+            format!(
+                "scan Job {scan_name} is stuck: {}; after {} in {} it is stopped and the sources are checked again",
+                stuck.message,
+                crate::stuck::human(stuck.bound()),
+                stuck.reason
+            ),
+        ));
     } else if check.scan_running && errors.is_empty() {
         check.pending = Some((
             reasons::SCANNING,

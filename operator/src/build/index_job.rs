@@ -27,6 +27,11 @@ pub struct IndexJobInputs<'a> {
     pub previous_location: Option<&'a str>,
 }
 
+/// How long an index Job may run (`activeDeadlineSeconds`): embedding a large corpus on CPUs
+/// takes minutes to tens of minutes; past an hour something is wrong, and the Job controller
+/// stops it (a failed attempt, reported as `DeadlineExceeded`).
+pub const INDEX_DEADLINE_SECONDS: i64 = 3600;
+
 pub fn index_job_name(corpus: &str, content_revision: &str) -> String {
     revision_object_name(corpus, "index", content_revision)
 }
@@ -138,6 +143,7 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
         spec: Some(JobSpec {
             // The operator retries itself, with backoff and a budget it reports in status.
             backoff_limit: Some(0),
+            active_deadline_seconds: Some(INDEX_DEADLINE_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -327,6 +333,7 @@ mod tests {
 
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(3600));
         let pod = spec.template.spec.expect("pod");
         let c = &pod.containers[0];
         let args = c.args.clone().expect("args");

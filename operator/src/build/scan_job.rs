@@ -24,7 +24,7 @@ const SCAN_CPU: &str = "100m";
 const SCAN_MEMORY: &str = "256Mi";
 /// A scan that hangs (an unreachable endpoint, a stuck volume) fails after this, so the next
 /// refresh can start another.
-const SCAN_DEADLINE_SECONDS: i64 = 600;
+pub const SCAN_DEADLINE_SECONDS: i64 = 600;
 
 /// Whose sources a scan Job lists, and how its name, labels and messages refer to them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

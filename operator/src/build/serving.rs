@@ -40,6 +40,11 @@ pub const LOADED_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
 /// ServiceAccount (and Role, RoleBinding) of serving pods, one per namespace: lets a pod
 /// `get` and `patch` pods in its namespace to write [`LOADED_ANNOTATION`] on itself.
 pub const RUNTIME_SERVICE_ACCOUNT: &str = "hybrid-runtime";
+/// How long a rollout (or scale-up) may go without a new pod becoming available before the
+/// Deployment controller marks it `ProgressDeadlineExceeded` and the HybridModel is Stalled:
+/// pulling a GPU runtime image and loading a base model can take minutes, a quarter of an hour
+/// without progress cannot.
+pub const SERVING_PROGRESS_DEADLINE_SECONDS: i32 = 900;
 
 /// The referenced objects, in spec order, as read from the cluster.
 pub struct ServingInputs<'a> {
@@ -401,6 +406,7 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
         metadata: meta(name.clone()),
         spec: Some(DeploymentSpec {
             replicas: Some(replicas(model, inputs.policy)),
+            progress_deadline_seconds: Some(SERVING_PROGRESS_DEADLINE_SECONDS),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name)),
                 ..Default::default()
@@ -774,6 +780,7 @@ spec:
         let o = build(MODEL, "ad-1", "ix-1").expect("objects");
         let spec = o.deployment.spec.expect("spec");
         assert_eq!(spec.replicas, Some(2), "autoscaling off: spec.replicas");
+        assert_eq!(spec.progress_deadline_seconds, Some(900));
         assert_eq!(
             spec.selector.match_labels.clone().expect("sel")["hybrid.dev/hybridmodel"],
             "advisor"

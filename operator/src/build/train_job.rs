@@ -36,6 +36,11 @@ pub struct TrainJob {
     pub config: Option<ConfigMap>,
 }
 
+/// How long a training Job may run (`activeDeadlineSeconds`): LoRA fine-tuning of a small
+/// model on one GPU takes minutes to a few hours; past six hours the Job controller stops it
+/// (a failed attempt, reported as `DeadlineExceeded`).
+pub const TRAIN_DEADLINE_SECONDS: i64 = 6 * 3600;
+
 pub fn train_job_name(adapter: &str, training_revision: &str) -> String {
     revision_object_name(adapter, "train", training_revision)
 }
@@ -207,6 +212,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
         },
         spec: Some(JobSpec {
             backoff_limit: Some(0),
+            active_deadline_seconds: Some(TRAIN_DEADLINE_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -428,6 +434,7 @@ mod tests {
         assert_eq!(labels["app.kubernetes.io/managed-by"], "hybrid-operator");
         let spec = job.spec.expect("spec");
         assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.active_deadline_seconds, Some(6 * 3600));
         let pod = spec.template.spec.expect("pod");
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("ghcr.io/hybrid/runtime:1"));
