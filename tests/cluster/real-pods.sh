@@ -181,14 +181,15 @@ log "serving pod after the corpus edit: $pod1 uid $uid1 restartCount $restarts1"
 [ "$uid1" = "$uid0" ] && [ "$restarts1" = 0 ] || fail "the serving pod changed or restarted ($uid0 -> $uid1, restarts $restarts1)"
 
 # --- a dataset edit: a new adapter revision, trained and swapped the same way -----------------
-log "editing the dataset: one more training example (ConfigMap finance-dataset)"
-k get configmap finance-dataset -o json | python3 -c '
+dataset_cm=$(jpath adapter/finance-compliance '{.spec.dataset[0].configMap.name}')
+log "editing the dataset: one more training example (ConfigMap $dataset_cm)"
+k get configmap "$dataset_cm" -o json | python3 -c '
 import json, sys
 cm = json.load(sys.stdin)
 lines = cm["data"]["train.jsonl"].rstrip("\n").split("\n")
 lines.append(lines[0])
 print(json.dumps({"data": {"train.jsonl": "\n".join(lines) + "\n"}}))' >"$out_dir/patch.json"
-k patch configmap finance-dataset --type merge --patch-file "$out_dir/patch.json" >/dev/null
+k patch configmap "$dataset_cm" --type merge --patch-file "$out_dir/patch.json" >/dev/null
 wait_for "a new active adapter revision (training on the CPU)" 1500 \
   "[ \"\$(jpath adapter/finance-compliance '{.status.activeRevision.revision}')\" != '$active_adapter' ] && [ -n \"\$(jpath adapter/finance-compliance '{.status.activeRevision.revision}')\" ]" "$progress"
 new_adapter=$(jpath adapter/finance-compliance '{.status.activeRevision.revision}')
