@@ -4,7 +4,7 @@
 #
 #   E2E_TEST_THREADS   parallel tests per test binary (default 4)
 #   E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (stop it with `make cluster-down`)
-#   E2E_REAL_NODE=0    skip the real-node phase (default: run it when root and no test is named)
+#   E2E_REAL_NODE=1    also run the real-node phase (root; off by default for now, see below)
 #   extra arguments go to `cargo test`, e.g. tests/cluster/e2e.sh --test jobs
 #
 # Two phases. The KWOK phase runs the Rust e2e tests (tests/tests) on a cluster whose nodes are
@@ -72,10 +72,12 @@ stage="checking the chart"
 "$here/chart-check.sh" 2>&1 | tee "$out_dir/chart.log"
 "$here/cluster.sh" status
 
-real_node=${E2E_REAL_NODE:-}
-if [ -z "$real_node" ]; then
-  real_node=1
-  [ $# = 0 ] || real_node=0
+# Opt-in for now: in its first full run the serving pod grew to 17.6 GB after the revision swaps
+# and starved the 24 GB machine (see docs/local-cluster.md, "Known problems"); until that is found
+# a CI run must not depend on it.
+real_node=${E2E_REAL_NODE:-0}
+if [ "$real_node" != 1 ]; then
+  log "NOT RUN: the real-node phase (tests/cluster/real-pods.sh, real-pod-failures.sh); run it with E2E_REAL_NODE=1 (root)"
 fi
 if [ "$real_node" = 1 ] && [ "$(id -u)" != 0 ]; then
   log "NOT RUN: the real-node phase (tests/cluster/real-pods.sh) needs root for containerd, runc, network namespaces and iptables"
