@@ -41,6 +41,23 @@ fn expectations(text: &str) -> Vec<String> {
 /// `kubectl apply --dry-run=server` of one file; the namespace is passed only when the file
 /// does not name its own.
 fn dry_run_apply(file: &Path, namespace: &str) -> hybrid_e2e::KubectlOutput {
+    // An overlay (examples/finance/local) is what it renders to, as its comment tells users.
+    let rendered;
+    let file = if file.file_name().is_some_and(|n| n == "kustomization.yaml") {
+        let dir = file
+            .parent()
+            .expect("overlay dir")
+            .to_str()
+            .expect("UTF-8 path");
+        let out = kubectl(&["kustomize", "--load-restrictor=LoadRestrictionsNone", dir])
+            .expect("run kubectl kustomize");
+        assert!(out.success, "kubectl kustomize {dir}: {}", out.stderr);
+        rendered = std::env::temp_dir().join(format!("overlay-{}.yaml", std::process::id()));
+        std::fs::write(&rendered, &out.stdout).expect("write rendered overlay");
+        rendered.as_path()
+    } else {
+        file
+    };
     let text = std::fs::read_to_string(file).expect("read example");
     let names_namespace = parse_yaml(&text)
         .map(|objects| objects.iter().any(|o| o.metadata.namespace.is_some()))
