@@ -460,6 +460,8 @@ cmd_status() {
   local name pid rss state=0
   printf '%-24s %-8s %-10s %s\n' COMPONENT PID RSS_MIB STATE
   for name in "${COMPONENTS[@]}"; do
+    # The real node's processes exist only with REAL_NODE=1.
+    case $name in containerd | kubelet | kube-proxy) [ "$REAL_NODE" = 1 ] || continue ;; esac
     pid=$(cat "$D/pids/$name" 2>/dev/null || echo -)
     if ours "$name"; then
       rss=$(($(ps -o rss= -p "$pid") / 1024))
