@@ -49,7 +49,7 @@ fn dry_run_apply(file: &Path, namespace: &str) -> hybrid_e2e::KubectlOutput {
             .expect("overlay dir")
             .to_str()
             .expect("UTF-8 path");
-        let out = kubectl(&["kustomize", "--load-restrictor=LoadRestrictionsNone", dir])
+        let out = kubectl(["kustomize", "--load-restrictor=LoadRestrictionsNone", dir])
             .expect("run kubectl kustomize");
         assert!(out.success, "kubectl kustomize {dir}: {}", out.stderr);
         rendered = std::env::temp_dir().join(format!("overlay-{}.yaml", std::process::id()));
