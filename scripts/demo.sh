@@ -22,7 +22,7 @@ eval "$(scripts/fetch-models.sh)"
 # The dev profile builds dependencies at opt-level 2 (see Cargo.toml), fast enough for a corpus
 # this size without a second, release-mode build of every dependency.
 log "building hybrid-runtime"
-cargo build -q -p hybrid-runtime --bin hybrid-runtime
+cargo build -p hybrid-runtime --bin hybrid-runtime  # progress shown: a cold build takes many minutes
 bin=${CARGO_TARGET_DIR:-$repo/target}/debug/hybrid-runtime
 
 log "indexing examples/finance/corpus (cold)"
