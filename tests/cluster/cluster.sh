@@ -164,6 +164,15 @@ EOF
 
 # --- PKI ------------------------------------------------------------------------------------
 
+# A key and a certificate signed by the cluster CA, in the current directory (the PKI dir).
+leaf() { # name subject extfile
+  openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null
+  openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+  openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -sha256 \
+    -extfile "$3" -out "$1.crt" 2>/dev/null
+  rm -f "$1.csr"
+}
+
 pki() {
   local p="$D/pki"
   mkdir -p "$p"
@@ -183,13 +192,6 @@ basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth
 EOF
-    leaf() { # name subject extfile
-      openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null
-      openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -sha256 \
-        -extfile "$3" -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr"
-    }
     leaf serving "/CN=kube-apiserver" serving.ext
     leaf admin "/O=system:masters/CN=hybrid-admin" client.ext
     # The apiserver's identity towards kubelets (logs, exec, port-forward).

@@ -85,13 +85,6 @@ keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=IP:$RN_API_IP,DNS:$RN_NODE
 EOF
-    leaf() { # name subject extfile
-      openssl ecparam -name prime256v1 -genkey -noout -out "$1.key" 2>/dev/null
-      openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -sha256 \
-        -extfile "$3" -out "$1.crt" 2>/dev/null
-      rm -f "$1.csr"
-    }
     leaf kubelet "/O=system:nodes/CN=system:node:$RN_NODE" client.ext
     leaf kubelet-serving "/CN=$RN_NODE" kubelet-serving.ext
     leaf kube-proxy "/CN=system:kube-proxy" client.ext
