@@ -173,6 +173,28 @@ fn merged_adapter_matches_unmerged_on_float_bases() {
     }
 }
 
+/// Serving applies an adapter without recording operations for a backward pass: a recorded
+/// result keeps every activation it came from alive, and through the KV cache that lasted the
+/// whole sequence (a served pod grew by 5 GB per request with the finance adapter).
+#[test]
+fn a_served_adapter_records_no_backward_graph() {
+    let model = load(BaseWeights::Float16);
+    let adapter = adapter(&model);
+    let prompt = prompt_ids(&train_support::smollm2_gguf());
+    let mut cache = KvCache::new();
+    let logits = model
+        .forward_cached_with(&ids(&prompt), &mut cache, Some(&adapter))
+        .expect("forward");
+    assert!(
+        !logits.track_op(),
+        "serving logits record the operations that made them"
+    );
+    let next = model
+        .forward_cached_with(&ids(&prompt[..1]), &mut cache, Some(&adapter))
+        .expect("decode step");
+    assert!(!next.track_op(), "a decode step records its operations");
+}
+
 #[test]
 fn merging_into_quantized_weights_is_refused_and_changes_nothing() {
     let mut model = load(BaseWeights::Q8_0);

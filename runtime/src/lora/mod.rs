@@ -164,19 +164,34 @@ impl LoraBranch {
     }
 
     /// The branch's contribution `scale · B A dropout(x)` for `x` of shape `(.., in)`.
-    /// `dropout` is `None` outside training.
+    /// `dropout` is `None` outside training. `a` and `b` are variables, so the result records
+    /// the operations that made it (for the backward pass); use [`Self::forward_frozen`] where
+    /// no gradient is wanted.
     pub fn forward(&self, x: &Tensor, dropout: Option<&DropoutRng>) -> Result<Tensor> {
         let x = match dropout {
             Some(rng) => rng.apply(x, self.dropout)?,
             None => x.clone(),
         };
+        self.apply(&x, self.a.as_tensor(), self.b.as_tensor())
+    }
+
+    /// [`Self::forward`] without dropout and without recording operations: serving. A result
+    /// made from variables keeps every tensor it was computed from alive while it lives, and a
+    /// KV cache entry lives for the whole sequence, so an adapter applied with `forward` held
+    /// all of a request's activations (gigabytes for a 500-token prompt).
+    pub fn forward_frozen(&self, x: &Tensor) -> Result<Tensor> {
+        self.apply(
+            x,
+            &self.a.as_tensor().detach(),
+            &self.b.as_tensor().detach(),
+        )
+    }
+
+    fn apply(&self, x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let inner = dims.last().copied().unwrap_or_default();
         let rows = x.elem_count() / inner.max(1);
-        let y = x
-            .reshape((rows, inner))?
-            .matmul(&self.a.as_tensor().t()?)?
-            .matmul(&self.b.as_tensor().t()?)?;
+        let y = x.reshape((rows, inner))?.matmul(&a.t()?)?.matmul(&b.t()?)?;
         let mut out_dims = dims;
         if let Some(last) = out_dims.last_mut() {
             *last = self.b.dim(0)?;

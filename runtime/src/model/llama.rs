@@ -177,7 +177,7 @@ impl AdaptedLinear {
             y = (y + lora.forward(x, dropout)?)?;
         }
         if let Some(lora) = extra {
-            y = (y + lora.forward(x, None)?)?;
+            y = (y + lora.forward_frozen(x)?)?;
         }
         Ok(y)
     }
