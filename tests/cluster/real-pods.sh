@@ -134,11 +134,14 @@ PY
 }
 # Does the response cite `doc` and was the passage it cites retrieved from the serving index?
 cites() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if any(c["document"].startswith(sys.argv[2]) for c in r["citations"]) else 1)' "$out_dir/$1.json" "$2"; }
+# Does the answer's text contain `fact`? (Greedy decoding: the same weights give the same text.)
+says() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if sys.argv[2] in r["choices"][0]["message"]["content"] else 1)' "$out_dir/$1.json" "$2"; }
 out_dir=$(mktemp -d)
 question="What did the Velorian Monetary Authority cut its policy rate to in February 2026?"
 ask "$question" before
 log "answer before the corpus edit:"; show_answer before
 cites before rates-outlook-q1-2026 || fail "the answer does not cite rates-outlook-q1-2026"
+says before "4.25%" || fail "the answer does not give the corpus's rate (4.25%)"
 if [ "${REAL_PODS_DEMO:-0}" = 1 ]; then
   log "demo: stopping here, the cluster keeps running"
   rm -rf "$out_dir"
@@ -152,8 +155,9 @@ k get configmap finance-corpus -o json | python3 -c '
 import json, sys
 cm = json.load(sys.stdin)
 key = sys.argv[1]
-assert "4.25%" in cm["data"][key], "the document no longer says 4.25%"
-cm["data"][key] = cm["data"][key].replace("4.25%", "3.85%")
+old = "cut its policy rate by 25 basis points on 11 February 2026, taking it from 4.50% to 4.25%."
+assert old in cm["data"][key], "the document no longer has the sentence this test edits"
+cm["data"][key] = cm["data"][key].replace(old, "cut its policy rate to 3.85% on 11 February 2026, a cut of 65 basis points.")
 print(json.dumps({"data": {key: cm["data"][key]}}))' "$key" >"$out_dir/patch.json"
 k patch configmap finance-corpus --type merge --patch-file "$out_dir/patch.json" >/dev/null
 wait_for "a new active index revision" 600 \
@@ -165,6 +169,7 @@ ask "$question" after
 log "answer after the corpus edit:"; show_answer after
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if json.dumps(r.get("revisions")).find(sys.argv[2]) >= 0 else 1)' \
   "$out_dir/after.json" "$new_index" || fail "the response does not name index revision $new_index"
+says after "3.85%" || fail "the answer after the corpus edit does not give the new rate (3.85%)"
 # The edited fact reaches the model: the cited passage of the edited document now says 3.85%.
 python3 - "$svc_ip" "$svc_port" "$question" <<'PY' || fail "retrieval does not return the edited fact"
 import json, sys, urllib.request
