@@ -5,7 +5,7 @@ CARGO ?= cargo
 .PHONY: test prereqs unit e2e generate check-generated lint rules demo cluster-up cluster-down cluster-demo
 
 ## Everything CI checks: formatting, lints, generated-file drift, unit/integration tests, and the
-## cluster e2e suite (which also lints and validates the Helm chart; with E2E_REAL_NODE=1, as
+## cluster e2e suite (which also lints and validates the Helm chart; as
 ## root, it also builds the images and runs the finance example on the local cluster's real node).
 test: prereqs lint unit e2e
 

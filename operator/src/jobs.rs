@@ -256,7 +256,7 @@ pub fn failure_message(
     let detail = if message.trim().is_empty() {
         format!("the {what} pod failed without a message")
     } else {
-        parse(&message).unwrap_or_else(|| message.chars().take(1000).collect())
+        parse(&message).unwrap_or_else(|| format!("last log lines: {}", log_tail(&message, 600)))
     };
     match state {
         Some(t) => format!(
@@ -265,6 +265,24 @@ pub fn failure_message(
             t.exit_code
         ),
         None => detail,
+    }
+}
+
+/// The end of a log as condition text: colour codes taken out, lines joined with ` | `, the
+/// last `max` characters (a pod killed mid-work wrote what matters last).
+pub fn log_tail(log: &str, max: usize) -> String {
+    let plain = String::from_utf8_lossy(&strip_ansi_escapes::strip(log)).into_owned();
+    let lines: Vec<&str> = plain
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = lines.join(" | ");
+    let n = joined.chars().count();
+    if n <= max {
+        joined
+    } else {
+        format!("…{}", joined.chars().skip(n - max).collect::<String>())
     }
 }
 
@@ -398,6 +416,28 @@ mod tests {
 
     fn t(secs: i64) -> Time {
         Time(Timestamp::from_second(secs).expect("ts"))
+    }
+
+    #[test]
+    fn a_log_tail_in_a_failure_message_is_plain_text_and_keeps_the_end() {
+        // What an OOM-killed index pod left as its termination message (FallbackToLogsOnError).
+        let log = "\u{1b}[2m2026-12-03T14:04:49Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m index progress \
+                   \u{1b}[3mphase\u{1b}[0m=Reading\n\n\u{1b}[32m INFO\u{1b}[0m read source documents=1\n";
+        let killed = ContainerStateTerminated {
+            reason: Some("OOMKilled".into()),
+            exit_code: 137,
+            message: Some(log.into()),
+            ..Default::default()
+        };
+        let m = failure_message(Some(&killed), "index", |_| None);
+        assert_eq!(
+            m,
+            "pod terminated: OOMKilled, exit code 137: last log lines: 2026-12-03T14:04:49Z  INFO \
+             index progress phase=Reading | INFO read source documents=1"
+        );
+        let long = format!("{}END", "x".repeat(2000));
+        let tail = log_tail(&long, 10);
+        assert_eq!(tail, "…xxxxxxxEND");
     }
 
     #[test]

@@ -96,7 +96,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init();
     }
     // Listen before anything else: a SIGTERM that came before a listener would kill the
     // process without releasing the Lease.

@@ -211,7 +211,7 @@ fn container_stuck(pod: &str, c: &ContainerEnd) -> Option<(&'static str, String)
                         && !m.is_empty()
                     {
                         exit.push_str(": ");
-                        exit.extend(m.chars().take(300));
+                        exit.push_str(&crate::jobs::log_tail(m, 300));
                     }
                     exit
                 }

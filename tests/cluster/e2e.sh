@@ -4,13 +4,15 @@
 #
 #   E2E_TEST_THREADS   parallel tests per test binary (default 4)
 #   E2E_KEEP_CLUSTER=1 leave the cluster running afterwards (stop it with `make cluster-down`)
-#   E2E_REAL_NODE=1    also run the real-node phase (root; off by default for now, see below)
+#   E2E_REAL_NODE      the real-node phase: auto (default: run it as root, report NOT RUN
+#                      otherwise), 1 (run it; fail without root), 0 (skip it)
 #   extra arguments go to `cargo test`, e.g. tests/cluster/e2e.sh --test jobs
 #
 # Two phases. The KWOK phase runs the Rust e2e tests (tests/tests) on a cluster whose nodes are
 # simulated, where the tests play Job results and the runtime's reports. The real-node phase
 # (root only) builds the images (`make images`), starts a second cluster with a real kubelet node
-# (REAL_NODE=1) and runs tests/cluster/real-pods.sh: the finance example end to end in real pods.
+# (REAL_NODE=1) and runs tests/cluster/real-pods.sh (the finance example end to end in real pods)
+# and tests/cluster/real-pod-failures.sh (failures the kubelet really produces, as conditions).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -72,17 +74,19 @@ stage="checking the chart"
 "$here/chart-check.sh" 2>&1 | tee "$out_dir/chart.log"
 "$here/cluster.sh" status
 
-# Opt-in for now: in its first full run the serving pod grew to 17.6 GB after the revision swaps
-# and starved the 24 GB machine (see docs/local-cluster.md, "Known problems"); until that is found
-# a CI run must not depend on it.
-real_node=${E2E_REAL_NODE:-0}
-if [ "$real_node" != 1 ]; then
-  log "NOT RUN: the real-node phase (tests/cluster/real-pods.sh, real-pod-failures.sh); run it with E2E_REAL_NODE=1 (root)"
-fi
-if [ "$real_node" = 1 ] && [ "$(id -u)" != 0 ]; then
-  log "NOT RUN: the real-node phase (tests/cluster/real-pods.sh) needs root for containerd, runc, network namespaces and iptables"
-  real_node=0
-fi
+real_node=${E2E_REAL_NODE:-auto}
+case "$real_node" in
+  0) log "NOT RUN: the real-node phase (tests/cluster/real-pods.sh, real-pod-failures.sh): E2E_REAL_NODE=0" ;;
+  1) [ "$(id -u)" = 0 ] || { log "E2E_REAL_NODE=1: the real-node phase needs root (containerd, runc, network namespaces, iptables)"; exit 1; } ;;
+  auto)
+    if [ "$(id -u)" = 0 ]; then
+      real_node=1
+    else
+      log "NOT RUN: the real-node phase (tests/cluster/real-pods.sh, real-pod-failures.sh) needs root for containerd, runc, network namespaces and iptables; run make test as root to include it"
+      real_node=0
+    fi ;;
+  *) log "E2E_REAL_NODE must be auto, 0 or 1, not '$real_node'"; exit 2 ;;
+esac
 if [ "$real_node" = 1 ]; then
   stage="building the images"
   log "real-node phase: building the images (make images)"

@@ -13,7 +13,7 @@
 #   missing-secret     serving pod's env names a missing Secret  -> HybridModel CreateContainerConfigError
 #   oom-serving        serving pod limited to 40Mi               -> HybridModel CrashLoopBackOff / OOMKilled
 #   missing-pvc        index Job's PVC does not exist            -> Corpus Unschedulable (persistentvolumeclaim not found)
-#   oom-job            index Job limited to 40Mi                 -> Corpus OOMKilled, then Stalled after its retries
+#   oom-job            index Job limited to 40Mi                 -> Corpus OOMKilled, then Stalled (RetryBudgetExhausted) after 3 attempts
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -124,7 +124,7 @@ EOF
 log "case unschedulable: a serving pod that asks for 64 CPUs"
 new_ns unschedulable storage
 model '{resources: {requests: {cpu: "64"}}}'
-expect unschedulable "$current_ns" hybridmodel/m 'Unschedulable|Insufficient cpu' 120
+expect unschedulable "$current_ns" hybridmodel/m 'Insufficient cpu' 120
 done_ns
 
 log "case image-pull: a serving pod whose image does not exist"
@@ -155,6 +155,8 @@ log "case oom-job: an index Job limited to 40Mi of memory"
 new_ns oom-job storage
 corpus '{resources: {memory: 40Mi}}'
 expect oom-job "$current_ns" corpus/c 'OOMKilled' 300
+# An OOM kill is a failed attempt: retried with backoff (30 s, then 60 s), then Stalled.
+expect oom-job-stalled "$current_ns" corpus/c 'RetryBudgetExhausted' 420
 done_ns
 
 log "PASSED: every failure case is reported; what a user sees:"

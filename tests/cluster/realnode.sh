@@ -468,6 +468,14 @@ rn_storage() { # namespace
   mkdir -p "$art"
   chown 65532:65532 "$art"
   kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+  # A namespace deleted and made again: its old claims are gone and their volumes Released (bound
+  # to the old claims' UIDs, which new claims of the same name cannot take). Make them anew.
+  local pv
+  for pv in "$ns-hybrid-models" "$ns-hybrid-artifacts"; do
+    if [ "$(kubectl get pv "$pv" -o jsonpath='{.status.phase}' 2>/dev/null)" = Released ]; then
+      kubectl delete pv "$pv" --wait=true --timeout=60s >/dev/null
+    fi
+  done
   kubectl apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: PersistentVolume
@@ -515,5 +523,8 @@ spec:
   volumeName: $ns-hybrid-artifacts
   resources: {requests: {storage: 10Gi}}
 EOF
+  # Bound before anything uses them: a pod whose claim is still unbound is unschedulable for that.
+  kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Bound pvc/hybrid-models pvc/hybrid-artifacts \
+    --timeout=60s >/dev/null
   log "PVCs hybrid-models and hybrid-artifacts in namespace $ns (hostPath under $rn/volumes)"
 }
