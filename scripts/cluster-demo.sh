@@ -34,6 +34,8 @@ cat >&2 <<MSG
   kubectl get hybrid -n finance
   curl -s http://\$(kubectl -n finance get svc advisor -o jsonpath='{.spec.clusterIP}'):8080/v1/chat/completions \\
     -H 'content-type: application/json' \\
-    -d '{"model":"advisor","messages":[{"role":"user","content":"What is the Harbourline fund ongoing charge?"}]}'
+    -d '{"model":"advisor","temperature":0,"max_tokens":64,"messages":[{"role":"user","content":"What did the Velorian Monetary Authority cut its policy rate to in February 2026?"}]}'
+  (SmolLM2-135M on 2 CPU cores: about 30 s an answer; greedy decoding keeps it to the cited facts
+  better than sampling does)
   make cluster-down
 MSG
