@@ -226,3 +226,45 @@ impl ServerRef {
         (serving, adapter, text)
     }
 }
+
+/// A config whose adapter revision is not on storage yet (its Job's output still being copied)
+/// fails to load; serve tries the same file again with backoff and switches once the files are
+/// there, with no further change to the config. Before, it waited for the ConfigMap to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_load_is_tried_again_without_a_config_change() {
+    let gguf = serve_support::gguf();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (a1, a2) = (tmp.path().join("ad-1"), tmp.path().join("ad-2"));
+    random_adapter(&gguf, &a1, 1);
+    let etc = tmp.path().join("etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    publish(&etc, &config(&gguf, "sr-1", "ad-1", &a1), 1);
+    let config_path = etc.join("config.yaml");
+    let server = Server::start(&["--config", config_path.to_str().expect("utf-8")], &[]);
+    wait_for_revision(&server, "sr-1").await;
+
+    publish(&etc, &config(&gguf, "sr-2", "ad-2", &a2), 2);
+    let failed = r#"hybrid_runtime_config_reload_total{outcome="error"}"#;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(&server.url("/metrics")).await.text().contains(failed) {
+        assert!(
+            Instant::now() < deadline,
+            "the missing adapter never failed a load"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = get(&server.url("/v1/admin/revisions")).await;
+    assert_eq!(
+        r.json()["servingRevision"],
+        "sr-1",
+        "the old revisions keep serving"
+    );
+
+    random_adapter(&gguf, &a2, 2);
+    wait_for_revision(&server, "sr-2").await;
+    assert!(
+        server.log_text().contains("trying again in"),
+        "the log says the load is retried:\n{}",
+        server.log_text()
+    );
+}

@@ -54,8 +54,10 @@ pub struct AppState {
     pub limits: Limits,
     pub admin_reload: bool,
     pub config_path: Option<PathBuf>,
-    /// Digest of the config text last tried; also serialises reloads.
-    pub reload: tokio::sync::Mutex<Option<String>>,
+    /// Which config digests to load and when; also serialises reloads.
+    pub reload: tokio::sync::Mutex<super::reload::ReloadState>,
+    /// Counts published snapshots, so a report being retried stops once a newer one exists.
+    pub reports: Arc<std::sync::atomic::AtomicU64>,
     /// Why the server is not ready yet, when loading failed.
     pub load_error: RwLock<Option<String>>,
 }

@@ -3,8 +3,8 @@
 //! `adapter` an adapter name or `base`, `outcome` one of [`Outcome`].
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// How a request ended, as the `outcome` label.
@@ -43,6 +43,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub loaded_revision: IntGaugeVec,
     pub config_reload: IntCounterVec,
+    /// Failed attempts to write the loaded-revisions report on the pod (each is retried).
+    pub report_failures: IntCounter,
 }
 
 /// Request and first-token latencies span milliseconds to minutes. Between 0.5 s and 10 s, where
@@ -156,6 +158,14 @@ impl Metrics {
                 "Config (re)loads by outcome (ok, error).",
                 &["outcome"],
             )?,
+            report_failures: {
+                let c = IntCounter::new(
+                    "hybrid_runtime_report_failures_total",
+                    "Failed attempts to write the loaded-revisions report on the pod (retried with backoff).",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             registry,
         };
         Ok(metrics)

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+pub mod reload;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -202,7 +203,8 @@ async fn run(args: &ServeArgs) -> Result<(), String> {
         limits: config.limits,
         admin_reload: args.admin_reload,
         config_path: args.config.clone(),
-        reload: tokio::sync::Mutex::new(digest),
+        reload: tokio::sync::Mutex::new(reload::ReloadState::new(digest)),
+        reports: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         load_error: RwLock::new(None),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -312,35 +314,57 @@ async fn load_initial(
     result
 }
 
-/// Makes `snapshot` the one new requests get, and reports it.
+/// How often a failed report of the loaded revisions is tried again, at most (doubling from 1 s).
+const REPORT_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Makes `snapshot` the one new requests get, and reports it on the pod: the operator reads the
+/// report to mark revisions loaded, so a failed report is retried (with backoff) until it lands
+/// or a newer snapshot's report takes over.
 fn publish(state: &AppState, snapshot: Arc<state::Snapshot>) {
     let revisions = snapshot.revisions.clone();
     state.current.set(snapshot);
     state.metrics.set_loaded(&revisions);
     state.metrics.config_reload.with_label_values(&["ok"]).inc();
     tracing::info!("serving revisions {revisions}");
+    let reports = state.reports.clone();
+    let this = reports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
-        if let Err(e) = state::annotate_pod(&revisions).await {
-            tracing::warn!("cannot report loaded revisions on the pod: {e}");
+        let mut delay = Duration::from_secs(1);
+        loop {
+            match state::annotate_pod(&revisions).await {
+                Ok(()) => return,
+                Err(e) => {
+                    metrics.report_failures.inc();
+                    tracing::warn!(
+                        "cannot report loaded revisions on the pod (retrying in {delay:?}): {e}"
+                    );
+                }
+            }
+            tokio::time::sleep(delay).await;
+            if reports.load(std::sync::atomic::Ordering::SeqCst) != this {
+                return; // a newer snapshot reports itself
+            }
+            delay = (delay * 2).min(REPORT_RETRY_MAX);
         }
     });
 }
 
 /// Re-reads the config file and, when its content changed (or `force`), loads and switches to
-/// it. Returns the loaded revisions (`null` when nothing changed). A bad file leaves the current
-/// snapshot serving.
+/// it. Returns the loaded revisions (`null` when nothing is due). A bad file leaves the current
+/// snapshot serving; a file that does not parse is not tried again, one whose revisions fail to
+/// load is tried again with backoff ([`reload::ReloadState`]).
 pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Value, String> {
     let path = state
         .config_path
         .as_ref()
         .ok_or("serve runs from flags, not --config: nothing to reload")?;
-    let mut last = state.reload.lock().await;
+    let mut tried = state.reload.lock().await;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let digest = config::digest(&bytes);
-    if !force && last.as_deref() == Some(digest.as_str()) {
+    if !force && !tried.due(&digest, std::time::Instant::now()) {
         return Ok(serde_json::Value::Null);
     }
-    *last = Some(digest);
     let failed = |e: String| {
         state
             .metrics
@@ -349,8 +373,16 @@ pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Va
             .inc();
         e
     };
-    let text = String::from_utf8(bytes).map_err(|e| failed(format!("not UTF-8: {e}")))?;
-    let config = ServeConfig::parse(&text).map_err(|e| failed(e.to_string()))?;
+    let parsed = String::from_utf8(bytes)
+        .map_err(|e| format!("not UTF-8: {e}"))
+        .and_then(|text| ServeConfig::parse(&text).map_err(|e| e.to_string()));
+    let config = match parsed {
+        Ok(config) => config,
+        Err(e) => {
+            tried.settle(digest);
+            return Err(failed(e));
+        }
+    };
     if config.limits != state.limits {
         tracing::warn!("limits changed in the config; they apply after a restart");
     }
@@ -359,10 +391,16 @@ pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Va
         .get()
         .ok_or_else(|| failed("the initial load has not finished".into()))?;
     let previous = state.current.get();
-    let snapshot = loader
-        .load(config, previous.as_deref())
-        .await
-        .map_err(failed)?;
+    let snapshot = match loader.load(config, previous.as_deref()).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            let (failures, delay) = tried.failed(digest, std::time::Instant::now());
+            return Err(failed(format!(
+                "{e} (attempt {failures}; trying again in {delay:?})"
+            )));
+        }
+    };
+    tried.settle(digest);
     let revisions = snapshot.revisions.clone();
     publish(state, Arc::new(snapshot));
     Ok(revisions)
