@@ -12,6 +12,7 @@
 #   image-pull         serving pod's image does not exist        -> HybridModel ImagePullBackOff/ErrImagePull
 #   missing-secret     serving pod's env names a missing Secret  -> HybridModel CreateContainerConfigError
 #   oom-serving        serving pod limited to 40Mi               -> HybridModel CrashLoopBackOff / OOMKilled
+#   crash-loop         serving pod's model file does not exist   -> HybridModel CrashLoopBackOff (with serve's error)
 #   missing-pvc        index Job's PVC does not exist            -> Corpus Unschedulable (persistentvolumeclaim not found)
 #   oom-job            index Job limited to 40Mi                 -> Corpus OOMKilled, then Stalled (RetryBudgetExhausted) after 3 attempts
 set -euo pipefail
@@ -143,6 +144,19 @@ log "case oom-serving: a serving pod limited to 40Mi of memory"
 new_ns oom-serving storage
 model '{resources: {limits: {memory: 40Mi}, requests: {memory: 40Mi}}}'
 expect oom-serving "$current_ns" hybridmodel/m 'CrashLoopBackOff|OOMKilled' 300
+done_ns
+
+log "case crash-loop: a serving pod whose base model file does not exist (serve exits 1)"
+new_ns crash-loop storage
+kubectl -n "$current_ns" apply -f - >/dev/null <<EOF
+apiVersion: hybrid.dev/v1alpha1
+kind: HybridModel
+metadata: {name: m}
+spec:
+  model: {source: pvc://hybrid-models/not-there.gguf, format: gguf}
+  servingPolicyRef: {name: cpu}
+EOF
+expect crash-loop "$current_ns" hybridmodel/m 'CrashLoopBackOff' 300
 done_ns
 
 log "case missing-pvc: an index Job whose PVCs do not exist"
