@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 pub struct HybridModelSpec {
     /// The base model to serve. Every referenced Adapter must have been trained for this same
     /// model source.
-    pub model: ModelSource,
+    pub model: ServedModel,
     /// Adapters to serve on top of the base model. Clients pick one per request with the model
     /// name `<hybridmodel>:<adapter>`; the first is the default. Each is loaded at its active
     /// revision and swapped without restarting pods when a new revision is trained.
@@ -82,6 +82,39 @@ pub struct HybridModelSpec {
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
+}
+
+/// The base model a HybridModel serves: where its weights are and how pods hold them in memory.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("!has(self.precision) || self.format == 'gguf' || self.precision == 'f32'")
+    .message("model.precision: a safetensors base loads only as f32; quantized, q8_0 and f16 need format gguf"))]
+pub struct ServedModel {
+    /// Where the weights are, and their format (see Adapter `spec.baseModel`).
+    #[serde(flatten)]
+    pub base: ModelSource,
+    /// How serving pods hold the weights (see [`Precision`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+}
+
+/// How serving pods hold the base model's weights: `quantized` (the GGUF's own blocks,
+/// smallest), `q8_0` (re-quantized at load), `f16` or `f32` (dequantized). Default: `f16` for
+/// GGUF, `f32` for safetensors (its only precision). Changing it restarts the serving pods
+/// (docs/runtime-precision.md).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// The GGUF's own quantized blocks.
+    #[serde(rename = "quantized")]
+    Quantized,
+    /// Re-quantized at load to Q8_0 blocks.
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// Dequantized to f16.
+    #[serde(rename = "f16")]
+    F16,
+    /// Dequantized to f32.
+    #[serde(rename = "f32")]
+    F32,
 }
 
 fn default_replicas() -> i32 {

@@ -97,6 +97,9 @@ pub struct ModelConfig {
     /// Path in the pod (or remote URI) of the base model weights.
     pub source: String,
     pub format: ModelFormat,
+    /// How the runtime holds the weights; absent: the runtime's default for the format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<hybrid_crds::model::Precision>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -208,11 +211,11 @@ pub fn endpoint(model: &str, namespace: &str) -> String {
 /// Every Adapter must be trained for the base model the HybridModel serves.
 pub fn check_base_models(model: &HybridModel, adapters: &[Adapter]) -> Result<()> {
     for adapter in adapters {
-        if adapter.spec.base_model.source != model.spec.model.source {
+        if adapter.spec.base_model.source != model.spec.model.base.source {
             return Err(Error::BaseModelMismatch {
                 adapter: name_of(adapter)?,
                 adapter_base: adapter.spec.base_model.source.clone(),
-                model_base: model.spec.model.source.clone(),
+                model_base: model.spec.model.base.source.clone(),
             });
         }
     }
@@ -300,13 +303,14 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
             dimensions: corpus.spec.embedding.dimensions,
         });
     }
-    let model_location = claims.resolve(&model.spec.model.source, false)?;
+    let model_location = claims.resolve(&model.spec.model.base.source, false)?;
     let mut config = RuntimeConfig {
         name: name.clone(),
         serving_revision: String::new(),
         model: ModelConfig {
             source: model_location.as_arg().to_owned(),
-            format: model.spec.model.format,
+            format: model.spec.model.base.format,
+            precision: model.spec.model.precision,
         },
         adapters,
         indexes,
@@ -772,6 +776,25 @@ spec:
         assert_ne!(
             restarted.deployment.spec.expect("s").template.metadata,
             old.deployment.spec.expect("s").template.metadata
+        );
+    }
+
+    #[test]
+    fn model_precision_reaches_the_runtime_config_and_restarts_the_pods() {
+        let default = build(MODEL, "ad-1", "ix-1").expect("objects");
+        let text = &default.config_map.data.as_ref().expect("data")["config.yaml"];
+        assert!(
+            !text.contains("precision"),
+            "unset: the runtime's default\n{text}"
+        );
+        let q8 = MODEL.replace("format: gguf}", "format: gguf, precision: q8_0}");
+        let o = build(&q8, "ad-1", "ix-1").expect("objects");
+        let text = &o.config_map.data.as_ref().expect("data")["config.yaml"];
+        assert!(text.contains("  precision: q8_0\n"), "{text}");
+        // The runtime refuses a new precision on reload, so the pods roll.
+        assert_ne!(
+            o.deployment.spec.expect("s").template.metadata,
+            default.deployment.spec.expect("s").template.metadata
         );
     }
 
