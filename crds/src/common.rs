@@ -18,6 +18,8 @@ pub const MAX_URI_LENGTH: u32 = 2048;
 pub struct LocalObjectReference {
     /// Name of the referenced object in the same namespace.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("name must be a valid Kubernetes object name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
     pub name: String,
 }
 
@@ -82,8 +84,8 @@ pub struct PvcSource {
 pub struct HttpSource {
     /// `http://` or `https://` URL of the document.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+.*$')")
-        .message("url must start with http:// or https:// followed by a host"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/@?#]+([/?#].*)?$')")
+        .message("url must start with http:// or https:// followed by a host, with no user:password@ in it (credentials belong in a Secret)"))]
     pub url: String,
     /// Secret whose keys are sent as HTTP request headers (for example `Authorization`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,8 +106,8 @@ pub struct S3Source {
     /// Endpoint of an S3-compatible service (MinIO, Ceph); unset means AWS S3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+.*$')")
-        .message("endpoint must start with http:// or https:// followed by a host"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/@?#]+([/?#].*)?$')")
+        .message("endpoint must start with http:// or https:// followed by a host, with no user:password@ in it (credentials belong in a Secret)"))]
     pub endpoint: Option<String>,
     /// Region of the bucket, for example `eu-west-1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,8 +135,10 @@ pub struct ModelSource {
     /// `pvc://<claim>/<path>`, `s3://<bucket>/<key>` or `http(s)://...`. Never a model hub name:
     /// clusters that cannot reach the internet must work the same way.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^(file|pvc|s3|https?)://.+$')")
-        .message("source must be a URI with scheme file://, pvc://, s3://, http:// or https://"))]
+    #[x_kube(validation = Rule::new("self.matches('^(file://.+|s3://.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[^/].*|https?://[^/@?#]+([/?#].*)?)$')")
+        .message("source must be a URI with scheme file://, pvc://, s3://, http:// or https://: pvc://<claim>/<path> with a valid claim name and a path, http(s):// with no user:password@ in it"),
+        validation = Rule::new("!self.matches('(^|/)[.][.](/|$)')")
+        .message("source must not contain a '..' segment: it would climb out of its volume or prefix"))]
     pub source: String,
     /// Weight format: `gguf` or `safetensors`.
     #[serde(default)]
@@ -147,8 +151,10 @@ pub struct StorageLocation {
     /// Base URI under which immutable revisions are written, one sub-path per revision:
     /// `pvc://<claim>/<path>`, `s3://<bucket>/<prefix>` or `file:///path`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^(file|pvc|s3)://.+$')")
-        .message("storage must be a URI with scheme pvc://, s3:// or file://, for example pvc://hybrid-artifacts/indexes"))]
+    #[x_kube(validation = Rule::new("self.matches('^(file://.+|s3://.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/.*)?)$')")
+        .message("storage must be a URI with scheme pvc://, s3:// or file://, for example pvc://hybrid-artifacts/indexes, with a valid claim name after pvc://"),
+        validation = Rule::new("!self.matches('(^|/)[.][.](/|$)')")
+        .message("storage must not contain a '..' segment: it would climb out of its volume or prefix"))]
     pub storage: String,
 }
 
@@ -201,6 +207,14 @@ pub struct Placement {
     /// Taints the pods tolerate, for example the `nvidia.com/gpu` taint of GPU nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    #[x_kube(
+        validation = Rule::new("self.all(t, !has(t.effect) || t.effect in ['', 'NoSchedule', 'PreferNoSchedule', 'NoExecute'])")
+            .message("tolerations[].effect must be NoSchedule, PreferNoSchedule, NoExecute, or empty for all effects"),
+        validation = Rule::new("self.all(t, !has(t.operator) || t.operator in ['', 'Exists', 'Equal'])")
+            .message("tolerations[].operator must be Exists or Equal"),
+        validation = Rule::new("self.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')")
+            .message("tolerations[]: a toleration with operator Exists takes no value")
+    )]
     pub tolerations: Vec<Toleration>,
 }
 

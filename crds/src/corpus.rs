@@ -125,8 +125,10 @@ pub struct Embedding {
     /// `tokenizer.json`): `file:///path`, `pvc://<claim>/<path>`, `s3://<bucket>/<prefix>` or
     /// `http(s)://...`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^(file|pvc|s3|https?)://.+$')")
-        .message("embedding.model must be a URI with scheme file://, pvc://, s3://, http:// or https://"))]
+    #[x_kube(validation = Rule::new("self.matches('^(file://.+|s3://.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[^/].*|https?://[^/@?#]+([/?#].*)?)$')")
+        .message("embedding.model must be a URI with scheme file://, pvc://, s3://, http:// or https://: pvc://<claim>/<path> with a valid claim name and a path, http(s):// with no user:password@ in it"),
+        validation = Rule::new("!self.matches('(^|/)[.][.](/|$)')")
+        .message("embedding.model must not contain a '..' segment: it would climb out of its volume or prefix"))]
     pub model: String,
     /// Vector dimensions the model produces (384 for all-MiniLM-L6-v2). Checked against the model
     /// when indexing.
@@ -165,8 +167,10 @@ pub struct EmbeddedStore {
     /// `s3://<bucket>/<prefix>` or `file:///path`.
     #[serde(default = "default_embedded_storage")]
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^(file|pvc|s3)://.+$')")
-        .message("vectorStore.embedded.storage must be a URI with scheme pvc://, s3:// or file://, for example pvc://hybrid-artifacts/indexes"))]
+    #[x_kube(validation = Rule::new("self.matches('^(file://.+|s3://.+|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*(/.*)?)$')")
+        .message("vectorStore.embedded.storage must be a URI with scheme pvc://, s3:// or file://, for example pvc://hybrid-artifacts/indexes, with a valid claim name after pvc://"),
+        validation = Rule::new("!self.matches('(^|/)[.][.](/|$)')")
+        .message("vectorStore.embedded.storage must not contain a '..' segment: it would climb out of its volume or prefix"))]
     pub storage: String,
 }
 
@@ -188,8 +192,8 @@ fn default_embedded_storage() -> String {
 pub struct QdrantStore {
     /// gRPC URL of Qdrant, for example `http://qdrant.search.svc:6334`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+.*$')")
-        .message("qdrant.url must start with http:// or https:// followed by a host"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/@?#]+([/?#].*)?$')")
+        .message("qdrant.url must start with http:// or https:// followed by a host, with no user:password@ in it (credentials belong in a Secret)"))]
     pub url: String,
     /// Secret with key `apiKey` holding the Qdrant API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

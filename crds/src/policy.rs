@@ -197,8 +197,8 @@ impl Default for GpuPlacement {
 pub struct PrometheusEndpoint {
     /// Base URL of the Prometheus HTTP API, for example `http://prometheus-operated.monitoring:9090`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+.*$')")
-        .message("prometheus.url must start with http:// or https:// followed by a host"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/@?#]+([/?#].*)?$')")
+        .message("prometheus.url must start with http:// or https:// followed by a host, with no user:password@ in it (credentials belong in a Secret)"))]
     pub url: String,
 }
 
