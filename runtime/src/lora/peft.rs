@@ -37,6 +37,9 @@ pub struct AdapterConfig {
     pub base_model_name_or_path: Option<String>,
     #[serde(default)]
     pub inference_mode: bool,
+    /// DoRA (weight-decomposed LoRA) adds a magnitude vector per module; not supported here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_dora: bool,
 }
 
 fn default_bias() -> String {
@@ -132,6 +135,7 @@ pub fn save(
         bias: "none".into(),
         base_model_name_or_path: Some(base_model_name.to_string()),
         inference_mode: true,
+        use_dora: false,
     };
     let weights = dir.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&tensors, &weights)
@@ -187,6 +191,12 @@ pub fn read(
             "{}: peft_type {} is not LORA",
             config_path.display(),
             peft.peft_type
+        ));
+    }
+    if peft.use_dora {
+        return Err(format!(
+            "{}: use_dora is true: DoRA adapters (lora_magnitude_vector) are not supported; train a plain LoRA adapter (use_dora: false)",
+            config_path.display()
         ));
     }
     if peft.fan_in_fan_out {
@@ -279,6 +289,26 @@ mod tests {
             hf.flatten_all()?.to_vec1::<f32>()?
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_dora_adapter_is_refused_by_name() {
+        let raw = r#"{"vocab_size":49152,"hidden_size":576,"intermediate_size":1536,
+            "num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,
+            "rms_norm_eps":1e-5,"rope_theta":100000.0,"tie_word_embeddings":true}"#;
+        let config = crate::model::llama::config_from_hf_json(raw).expect("config");
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            r#"{"peft_type":"LORA","task_type":"CAUSAL_LM","r":8,"lora_alpha":16,
+                "lora_dropout":0.0,"target_modules":["q_proj"],"use_dora":true}"#,
+        )
+        .expect("write config");
+        let err = read(&config, 30, dir.path(), &Device::Cpu).expect_err("DoRA");
+        assert!(
+            err.contains("use_dora") && err.contains("DoRA adapters"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -712,7 +712,7 @@ fn config_from_gguf(content: &gguf_file::Content) -> Result<LlamaConfig> {
     })
 }
 
-fn config_from_hf_json(raw: &str) -> std::result::Result<LlamaConfig, String> {
+pub(crate) fn config_from_hf_json(raw: &str) -> std::result::Result<LlamaConfig, String> {
     let v: serde_json::Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
     let u = |k: &str| {
         v.get(k)
