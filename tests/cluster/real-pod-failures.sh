@@ -156,7 +156,7 @@ spec:
   model: {source: pvc://hybrid-models/not-there.gguf, format: gguf}
   servingPolicyRef: {name: cpu}
 EOF
-expect crash-loop "$current_ns" hybridmodel/m 'CrashLoopBackOff' 300
+expect crash-loop "$current_ns" hybridmodel/m 'keeps crashing.*not-there[.]gguf' 300
 done_ns
 
 log "case missing-pvc: an index Job whose PVCs do not exist"

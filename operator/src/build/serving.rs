@@ -467,6 +467,9 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
                         }),
                         volume_mounts: Some(mounts),
                         security_context: Some(restricted_container_security()),
+                        // A pod that exits at start (a model file that is not there) leaves its
+                        // last log lines as the message the HybridModel's condition shows.
+                        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -804,6 +807,12 @@ spec:
         let spec = o.deployment.spec.expect("spec");
         assert_eq!(spec.replicas, Some(2), "autoscaling off: spec.replicas");
         assert_eq!(spec.progress_deadline_seconds, Some(900));
+        let container = &spec.template.spec.as_ref().expect("pod").containers[0];
+        assert_eq!(
+            container.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError"),
+            "a crash at start must leave its error for the condition"
+        );
         assert_eq!(
             spec.selector.match_labels.clone().expect("sel")["hybrid.dev/hybridmodel"],
             "advisor"
