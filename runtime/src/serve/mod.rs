@@ -314,9 +314,6 @@ async fn load_initial(
     result
 }
 
-/// How often a failed report of the loaded revisions is tried again, at most (doubling from 1 s).
-const REPORT_RETRY_MAX: Duration = Duration::from_secs(60);
-
 /// Makes `snapshot` the one new requests get, and reports it on the pod: the operator reads the
 /// report to mark revisions loaded, so a failed report is retried (with backoff) until it lands
 /// or a newer snapshot's report takes over.
@@ -330,7 +327,8 @@ fn publish(state: &AppState, snapshot: Arc<state::Snapshot>) {
     let this = reports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
-        let mut delay = Duration::from_secs(1);
+        // The same backoff as a failed reload: 1 s doubling to 60 s.
+        let mut delay = reload::RETRY_BASE;
         loop {
             match state::annotate_pod(&revisions).await {
                 Ok(()) => return,
@@ -345,7 +343,7 @@ fn publish(state: &AppState, snapshot: Arc<state::Snapshot>) {
             if reports.load(std::sync::atomic::Ordering::SeqCst) != this {
                 return; // a newer snapshot reports itself
             }
-            delay = (delay * 2).min(REPORT_RETRY_MAX);
+            delay = (delay * 2).min(reload::RETRY_MAX);
         }
     });
 }
