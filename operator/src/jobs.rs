@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::slim::{JobPod, JobState};
-use crate::stuck::{Stuck, human};
+use crate::stuck::{Stuck, human, log_tail};
 use hybrid_crds::common::{JobRecord, RetryState};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::ContainerStateTerminated;
@@ -265,24 +265,6 @@ pub fn failure_message(
             t.exit_code
         ),
         None => detail,
-    }
-}
-
-/// The end of a log as condition text: colour codes taken out, lines joined with ` | `, the
-/// last `max` characters (a pod killed mid-work wrote what matters last).
-pub fn log_tail(log: &str, max: usize) -> String {
-    let plain = String::from_utf8_lossy(&strip_ansi_escapes::strip(log)).into_owned();
-    let lines: Vec<&str> = plain
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let joined = lines.join(" | ");
-    let n = joined.chars().count();
-    if n <= max {
-        joined
-    } else {
-        format!("…{}", joined.chars().skip(n - max).collect::<String>())
     }
 }
 

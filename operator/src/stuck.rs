@@ -211,7 +211,7 @@ fn container_stuck(pod: &str, c: &ContainerEnd) -> Option<(&'static str, String)
                         && !m.is_empty()
                     {
                         exit.push_str(": ");
-                        exit.push_str(&crate::jobs::log_tail(m, 300));
+                        exit.push_str(&log_tail(m, 300));
                     }
                     exit
                 }
@@ -251,6 +251,24 @@ pub fn first_stuck(pods: &[&ServingPod]) -> Option<Stuck> {
     let mut stuck: Vec<Stuck> = pods.iter().filter_map(|p| p.stuck()).collect();
     stuck.sort_by(|a, b| a.pod.cmp(&b.pod));
     stuck.into_iter().next()
+}
+
+/// The end of a log as condition text: colour codes taken out, lines joined with ` | `, the
+/// last `max` characters (a pod killed mid-work wrote what matters last).
+pub fn log_tail(log: &str, max: usize) -> String {
+    let plain = String::from_utf8_lossy(&strip_ansi_escapes::strip(log)).into_owned();
+    let lines: Vec<&str> = plain
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = lines.join(" | ");
+    let n = joined.chars().count();
+    if n <= max {
+        joined
+    } else {
+        format!("…{}", joined.chars().skip(n - max).collect::<String>())
+    }
 }
 
 /// `5m`, `1h`, `1h30m`, `45s`: a bound as a user reads it.
