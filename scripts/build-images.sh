@@ -10,11 +10,18 @@
 #   $HYBRID_CACHE_DIR/images/images.env                OPERATOR_ARCHIVE, RUNTIME_ARCHIVE, IMAGE_TAG,
 #                                                      OPERATOR_IMAGE, RUNTIME_IMAGE
 #   $HYBRID_CACHE_DIR/images/debian-packages.txt       the Debian packages and versions inside
+#   with --cuda, also:
+#   $HYBRID_CACHE_DIR/images/hybrid-runtime-cuda.oci.tar  ref localhost/hybrid-runtime:$IMAGE_TAG-cuda
+#     (RUNTIME_CUDA_ARCHIVE, RUNTIME_CUDA_IMAGE in images.env): the CUDA build of the runtime
+#     (scripts/build-cuda.sh) with the CUDA libraries it links (cuBLAS, cuBLASLt, cuRAND, NVRTC,
+#     cudart; from the PyPI toolkit), not the driver: libcuda.so.1 comes from the node.
 #
 #   scripts/build-images.sh              build (cargo build first; a no-op when it is fresh)
 #   scripts/build-images.sh --check      build, then run both images in a throwaway containerd
 #   scripts/build-images.sh --check-only run the checks on the archives images.env names
 #   scripts/build-images.sh --no-cargo   use the binaries already in $CARGO_TARGET_DIR/debug
+#   scripts/build-images.sh --cuda       also the -cuda runtime image, from $CARGO_TARGET_DIR/cuda
+#                                        (run scripts/build-cuda.sh first)
 #
 # Environment: HYBRID_CACHE_DIR (default ~/.cache/hybrid-operator), CARGO_TARGET_DIR (default:
 # cargo's own choice), IMAGE_TAG (default <workspace version>-<git short sha>[-dirty]),
@@ -29,9 +36,10 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-do_build=1 do_cargo=1 do_check=0
+do_build=1 do_cargo=1 do_check=0 do_cuda=0
 for arg in "$@"; do
   case $arg in
+    --cuda) do_cuda=1 ;;
     --check) do_check=1 ;;
     --check-only) do_check=1 do_build=0 ;;
     --no-cargo) do_cargo=0 ;;
@@ -113,12 +121,44 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
   work=$(mktemp -d "${TMPDIR:-/tmp}/hybrid-images.XXXXXX")
   trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/bin"
+  local -a bins=(hybrid-operator hybrid-runtime)
+  local -A bin_src=([hybrid-operator]=$bin_dir/hybrid-operator [hybrid-runtime]=$bin_dir/hybrid-runtime)
+  if [ "$do_cuda" = 1 ]; then
+    bins+=(hybrid-runtime-cuda)
+    bin_src[hybrid-runtime-cuda]=$target_dir/cuda/hybrid-runtime
+    [ -x "${bin_src[hybrid-runtime-cuda]}" ] || die "${bin_src[hybrid-runtime-cuda]} missing (run scripts/build-cuda.sh)"
+  fi
   log "2/6 objcopy --strip-debug into the images"
-  for b in hybrid-operator hybrid-runtime; do
-    objcopy --strip-debug "$bin_dir/$b" "$work/bin/$b"
+  for b in "${bins[@]}"; do
+    objcopy --strip-debug "${bin_src[$b]}" "$work/bin/$b"
     chmod 0755 "$work/bin/$b"
-    log "    $b: $(human "$(stat -c %s "$bin_dir/$b")") -> $(human "$(stat -c %s "$work/bin/$b")")"
+    log "    $b: $(human "$(stat -c %s "${bin_src[$b]}")") -> $(human "$(stat -c %s "$work/bin/$b")")"
   done
+  # The CUDA libraries the CUDA build links, from the toolkit it was built with; not the driver
+  # (libcuda.so.1), which the node's container toolkit mounts into GPU pods.
+  local cuda_libs=$work/layer-cuda-libs/usr/local/cuda/lib
+  if [ "$do_cuda" = 1 ]; then
+    eval "$(scripts/cuda-toolkit.sh)"
+    mkdir -p "$cuda_libs"
+    local -a cq=("$work/bin/hybrid-runtime-cuda")
+    local -A cseen=()
+    local cf cn
+    while [ "${#cq[@]}" -gt 0 ]; do
+      cf=${cq[0]}; cq=("${cq[@]:1}")
+      for cn in $(readelf -d "$cf" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
+        [ -z "${cseen[$cn]:-}" ] && [ -f "$CUDA_HOME/lib/$cn" ] || continue
+        cseen[$cn]=1
+        cp -L "$CUDA_HOME/lib/$cn" "$cuda_libs/$cn"
+        cq+=("$cuda_libs/$cn")
+      done
+    done
+    # NVRTC loads its builtins with dlopen, which readelf does not show.
+    if [ -n "${cseen[libnvrtc.so.13]:-}" ]; then
+      cp -L "$CUDA_HOME"/lib/libnvrtc-builtins.so.13.* "$cuda_libs/"
+    fi
+    chmod 0644 "$cuda_libs"/*
+    log "    CUDA libraries for the -cuda image: $(cd "$cuda_libs" && ls | tr '\n' ' ')($(human "$(du -sb "$cuda_libs" | cut -f1)"))"
+  fi
 
   # --- 2. Debian packages -----------------------------------------------------------------------
   # The packages that own the shared libraries the binaries load (ldd), plus the fixed set.
@@ -129,7 +169,7 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
     owner=${owner%%:*}
     [ -n "$owner" ] || die "no Debian package owns $lib (ldd of the binaries)"
     pkgs[$owner]=1
-  done < <(ldd "$work/bin/hybrid-operator" "$work/bin/hybrid-runtime" |
+  done < <(ldd "${bins[@]/#/$work/bin/}" 2>/dev/null |
     awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $2 ~ /^\(0x/ {print $1}' | sort -u)
   # With what they depend on (libgcc-s1 -> gcc-12-base, which holds its copyright), and the CA
   # certificates (whose maintainer-script dependencies, openssl and debconf, stay out).
@@ -199,7 +239,7 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
   sed 's/^/    /; s/ [0-9a-f]\{64\}$//' "$work/packages.txt" >&2
 
   # Every shared library the binaries (and those libraries) need must be in the root filesystem.
-  local -a queue=("$work/bin/hybrid-operator" "$work/bin/hybrid-runtime")
+  local -a queue=("${bins[@]/#/$work/bin/}")
   local -A seen=()
   local f n hit
   while [ "${#queue[@]}" -gt 0 ]; do
@@ -207,7 +247,8 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
     for n in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
       [ -z "${seen[$n]:-}" ] || continue
       seen[$n]=1
-      hit=$(find "$root/lib" "$root/usr/lib" "$root/lib64" -name "$n" 2>/dev/null | head -n1)
+      [ "$n" != libcuda.so.1 ] || continue # the node's driver, mounted into GPU pods
+      hit=$(find "$root/lib" "$root/usr/lib" "$root/lib64" "$cuda_libs" -name "$n" 2>/dev/null | head -n1)
       [ -n "$hit" ] || die "$n (needed by ${f##*/}) is not in the root filesystem"
       queue+=("$(readlink -f "$hit" 2>/dev/null || echo "$hit")")
     done
@@ -225,6 +266,13 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
     cp "$work/bin/$b" "$work/layer-$b/usr/local/bin/$b"
     tar "${tar_opts[@]}" --owner=0 --group=0 -C "$work/layer-$b" -cf "$work/$b.tar" ./usr/local/bin/$b
   done
+  if [ "$do_cuda" = 1 ]; then
+    mkdir -p "$work/layer-hybrid-runtime-cuda/usr/local/bin"
+    cp "$work/bin/hybrid-runtime-cuda" "$work/layer-hybrid-runtime-cuda/usr/local/bin/hybrid-runtime"
+    tar "${tar_opts[@]}" --owner=0 --group=0 -C "$work/layer-hybrid-runtime-cuda" \
+      -cf "$work/hybrid-runtime-cuda.tar" ./usr/local/bin/hybrid-runtime
+    tar "${tar_opts[@]}" --owner=0 --group=0 -C "$work/layer-cuda-libs" -cf "$work/cuda-libs.tar" ./usr/local/cuda
+  fi
 
   local -A archive=() title=([hybrid-operator]="hybrid-operator" [hybrid-runtime]="hybrid-runtime")
   local -A descr=(
@@ -258,10 +306,45 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
     archive[$b]=$work/$b.oci.tar
     tar "${tar_opts[@]}" --owner=0 --group=0 -C "$layout" -cf "${archive[$b]}" .
   done
+  if [ "$do_cuda" = 1 ]; then
+    # The runtime's CUDA build: the same base layer, the CUDA libraries, the binary.
+    local layout=$work/oci-hybrid-runtime-cuda ctag=$tag-cuda
+    log "    hybrid-runtime:$ctag: compressing $(human "$(stat -c %s "$work/cuda-libs.tar")") of CUDA libraries"
+    umoci init --layout "$layout"
+    umoci new --image "$layout:$ctag"
+    umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
+      --history.created_by "build-images.sh: Debian packages $(cut -d' ' -f1,2 "$work/packages.txt" | tr ' \n' '= ' | sed 's/ $//'), /etc/passwd nonroot 65532, /tmp" \
+      "$work/base.tar"
+    umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
+      --history.created_by "build-images.sh: /usr/local/cuda/lib (CUDA $CUDA_VERSION runtime libraries from PyPI; the driver comes from the node)" \
+      "$work/cuda-libs.tar"
+    umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
+      --history.created_by "build-images.sh: /usr/local/bin/hybrid-runtime (cargo dev profile, --features cuda, compute capability $CUDA_COMPUTE_CAP, objcopy --strip-debug)" \
+      "$work/hybrid-runtime-cuda.tar"
+    umoci config --image "$layout:$ctag" --no-history \
+      --created "$created" --architecture "$oci_arch" --os linux \
+      --config.user 65532:65532 \
+      --config.entrypoint /usr/local/bin/hybrid-runtime \
+      --config.workingdir / \
+      --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+      --config.env "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
+      --config.env "LD_LIBRARY_PATH=/usr/local/cuda/lib" \
+      --config.env "NVIDIA_DRIVER_CAPABILITIES=compute,utility" \
+      --config.label "org.opencontainers.image.title=hybrid-runtime (CUDA)" \
+      --config.label "org.opencontainers.image.description=${descr[hybrid-runtime]}, CUDA build (compute capability $CUDA_COMPUTE_CAP; needs the NVIDIA driver on the node)" \
+      --config.label "org.opencontainers.image.source=$source" \
+      --config.label "org.opencontainers.image.revision=$revision" \
+      --config.label "org.opencontainers.image.version=$version" \
+      --config.label "org.opencontainers.image.created=$created" \
+      --config.label "org.opencontainers.image.licenses=Apache-2.0"
+    umoci gc --layout "$layout"
+    archive[hybrid-runtime-cuda]=$work/hybrid-runtime-cuda.oci.tar
+    tar "${tar_opts[@]}" --owner=0 --group=0 -C "$layout" -cf "${archive[hybrid-runtime-cuda]}" .
+  fi
 
   # --- 5. into the cache, then images.env (last, so it never names a half-written archive) ------
   log "6/6 archives in $out_dir"
-  for b in hybrid-operator hybrid-runtime; do
+  for b in "${!archive[@]}"; do
     mv -f "${archive[$b]}" "$out_dir/$b.oci.tar"
   done
   cat >"$env_file.partial" <<ENV
@@ -271,6 +354,10 @@ IMAGE_TAG=$tag
 OPERATOR_IMAGE=localhost/hybrid-operator:$tag
 RUNTIME_IMAGE=localhost/hybrid-runtime:$tag
 ENV
+  if [ "$do_cuda" = 1 ]; then
+    printf 'RUNTIME_CUDA_ARCHIVE=%s\nRUNTIME_CUDA_IMAGE=%s\n' "$out_dir/hybrid-runtime-cuda.oci.tar" \
+      "localhost/hybrid-runtime:$tag-cuda" >>"$env_file.partial"
+  fi
   mv -f "$env_file.partial" "$env_file"
 
   for b in hybrid-operator hybrid-runtime; do
@@ -283,6 +370,9 @@ ENV
     skopeo inspect --config "oci-archive:$out_dir/$b.oci.tar" |
       python3 -c 'import json,sys; c=json.load(sys.stdin)["config"]; print("config: User=%s Entrypoint=%s WorkingDir=%s" % (c.get("User"), c.get("Entrypoint"), c.get("WorkingDir")))' >&2
   done
+  if [ "$do_cuda" = 1 ]; then
+    log "hybrid-runtime (CUDA): localhost/hybrid-runtime:$tag-cuda, archive $(human "$(stat -c %s "$out_dir/hybrid-runtime-cuda.oci.tar")") (gzip layers), uncompressed layers $(human "$(($(stat -c %s "$work/base.tar") + $(stat -c %s "$work/cuda-libs.tar") + $(stat -c %s "$work/hybrid-runtime-cuda.tar")))")"
+  fi
   log "wrote $env_file:"
   sed 's/^/    /' "$env_file" >&2
 }
@@ -366,7 +456,29 @@ TOML
       log "check: no static /bin/busybox (busybox-static): the user/read-only probe is skipped"
     fi
   done
-  log "check: both images import and run as 65532 with a read-only root filesystem"
+  if [ -n "${RUNTIME_CUDA_ARCHIVE:-}" ]; then
+    ref=$RUNTIME_CUDA_IMAGE
+    log "check: ctr -n k8s.io images import --base-name ${ref%:*} $RUNTIME_CUDA_ARCHIVE"
+    ckctr images import --base-name "${ref%:*}" --snapshotter "$snap" "$RUNTIME_CUDA_ARCHIVE" >&2
+    ckctr images ls -q | grep -qxF "$ref" || die "$ref not among the imported images"
+    # A GPU node's container toolkit mounts the driver's libcuda.so.1 into the pod; the toolkit's
+    # link stub stands in for it (its cuInit fails: a driver with no GPU behind it).
+    eval "$(scripts/cuda-toolkit.sh)"
+    ck_extra_mount="type=bind,src=$CUDA_HOME/lib/stubs/libcuda.so,dst=/usr/local/cuda/lib/libcuda.so.1,options=rbind:ro"
+    out=$(ck_run "$ref" cuda hybrid-runtime --version) || { printf '%s\n' "$out" >&2; die "the CUDA runtime does not start in $ref"; }
+    log "check: ctr run ... $ref hybrid-runtime --version (libcuda.so.1: the link stub):"
+    printf '%s\n' "$out" | sed 's/^/    | /' >&2
+    out=$(ck_run "$ref" cuda hybrid-runtime serve --model /none.gguf --device cuda --listen 127.0.0.1:0) && die "serve --device cuda succeeded without a GPU in $ref"
+    log "check: ctr run ... $ref hybrid-runtime serve --device cuda (no GPU behind the driver):"
+    printf '%s\n' "$out" | sed 's/^/    | /' >&2
+    printf '%s\n' "$out" | grep -q -- '--device cuda:0: no CUDA device' || die "$ref did not refuse --device cuda by name"
+    out=$(ck_run "$ref" cuda hybrid-runtime serve --model /none.gguf --listen 127.0.0.1:0) || true
+    printf '%s\n' "$out" | grep -q 'computing on cpu (--device auto; this binary has CUDA)' ||
+      { printf '%s\n' "$out" >&2; die "$ref: --device auto did not fall back to the CPU"; }
+    log "check: $ref starts, refuses --device cuda without a GPU by name, and runs on the CPU with --device auto"
+    ck_extra_mount=""
+  fi
+  log "check: the images import and run as 65532 with a read-only root filesystem"
 }
 
 ckctr() { timeout 120 ctr --address "$ck/containerd.sock" -n k8s.io "$@"; }
@@ -377,6 +489,7 @@ ck_run() { # image name cmd... -> output; the container's id is unique to this r
   ck_ids+=("$id")
   local -a mounts=(--mount "type=tmpfs,src=tmpfs,dst=/tmp,options=rw:nosuid:nodev:mode=1777")
   [ "$1" != /tmp/.probe/busybox ] || mounts+=(--mount "type=bind,src=/bin/busybox,dst=/tmp/.probe/busybox,options=rbind:ro")
+  [ -z "${ck_extra_mount:-}" ] || mounts+=(--mount "$ck_extra_mount")
   ckctr run --rm --read-only --snapshotter "${IMAGE_CHECK_SNAPSHOTTER:-overlayfs}" \
     --runc-root "$ck/runc" --fifo-dir "$ck/fifo" "${mounts[@]}" "$ref" "$id" "$@" 2>&1
 }

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Available","type":"integer","jsonPath":".status.availableReplicas"}"#,
     printcolumn = r#"{"name":"Top-K","type":"integer","description":"Retrieval depth in use","jsonPath":".status.topK"}"#,
     printcolumn = r#"{"name":"Serving-Rev","type":"string","description":"Revision of the serving configuration","jsonPath":".status.servingRevision"}"#,
+    printcolumn = r#"{"name":"Device","type":"string","priority":1,"description":"Where the serving pods compute (cpu, cuda:N), as they report it","jsonPath":".status.loaded.device"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","priority":1,"jsonPath":".status.endpoint"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -196,6 +197,9 @@ pub struct LoadedRevisions {
     /// Corpus name and index revision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<NamedRevision>,
+    /// In `status.loaded`: where the pods compute, as they report it (`cpu`, `cuda:0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// A resource name and one of its revisions.

@@ -180,7 +180,7 @@ async fn reconcile(
                 &adapter,
                 &TrainJobInputs {
                     training_revision: &revision,
-                    runtime_image: &ctx.settings.runtime_image,
+                    runtime_images: ctx.settings.runtime_images(),
                     config_maps: &config_maps,
                 },
             ) {

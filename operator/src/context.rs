@@ -21,11 +21,22 @@ pub const TRANSIENT_RETRY: Duration = Duration::from_secs(15);
 pub struct Settings {
     /// Image of `hybrid-runtime`, used by index and training Jobs and serving pods.
     pub runtime_image: String,
+    /// Its CUDA build, for those of them that request GPUs.
+    pub runtime_cuda_image: String,
     /// The ServiceMonitor CRD (Prometheus Operator) is served: give each HybridModel one.
     pub service_monitors: bool,
     /// Reconciles of each kind run at once (0: no limit). Bounds memory and the requests in
     /// flight when every object is reconciled at once (start-up, a watch relist).
     pub concurrency: u16,
+}
+
+impl Settings {
+    pub fn runtime_images(&self) -> crate::build::RuntimeImages<'_> {
+        crate::build::RuntimeImages {
+            cpu: &self.runtime_image,
+            cuda: &self.runtime_cuda_image,
+        }
+    }
 }
 
 pub struct Context {

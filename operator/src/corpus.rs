@@ -170,7 +170,7 @@ async fn reconcile(corpus: Arc<Corpus>, ctx: Arc<Context>, caches: OwnerCaches) 
                 &corpus,
                 &IndexJobInputs {
                     content_revision: &content_revision,
-                    runtime_image: &ctx.settings.runtime_image,
+                    runtime_images: ctx.settings.runtime_images(),
                     previous_location: previous,
                 },
             ) {

@@ -372,7 +372,7 @@ async fn reconcile(
             policy: &policy,
             adapters: &adapters,
             corpora: &corpora,
-            runtime_image: &ctx.settings.runtime_image,
+            runtime_images: ctx.settings.runtime_images(),
         })?;
         Ok((objects, adapters, corpora, policy))
     }) {
@@ -543,6 +543,7 @@ pub fn serving_status(
                 revision: i.revision.clone(),
             })
             .collect(),
+        device: None,
     });
     status.lineage = Some(Lineage {
         adapters: adapters
@@ -760,7 +761,10 @@ spec:
             policy: &p,
             adapters: &[],
             corpora: &[],
-            runtime_image: "ghcr.io/hybrid/runtime:1",
+            runtime_images: crate::build::RuntimeImages {
+                cpu: "ghcr.io/hybrid/runtime:1",
+                cuda: "ghcr.io/hybrid/runtime:1-cuda",
+            },
         })
         .expect("objects");
         let report = loaded::fold(pods, &objects.serving_revision);

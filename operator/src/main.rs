@@ -30,6 +30,10 @@ struct Args {
     /// Image of hybrid-runtime used by index Jobs, training Jobs and serving pods.
     #[arg(long, env = "HYBRID_RUNTIME_IMAGE")]
     runtime_image: String,
+    /// The runtime's CUDA build, for index Jobs, training Jobs and serving pods that request
+    /// GPUs. Default: the runtime image with `-cuda` appended to its tag.
+    #[arg(long, env = "HYBRID_RUNTIME_CUDA_IMAGE")]
+    runtime_cuda_image: Option<String>,
     /// Port of the admin server (/healthz, /readyz, /metrics).
     #[arg(long, env = "HYBRID_ADMIN_PORT", default_value_t = 8080)]
     admin_port: u16,
@@ -137,6 +141,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         client.clone(),
         Settings {
             runtime_image: args.runtime_image.clone(),
+            runtime_cuda_image: args
+                .runtime_cuda_image
+                .clone()
+                .unwrap_or_else(|| hybrid_operator::build::cuda_image_of(&args.runtime_image)),
             service_monitors,
             concurrency: args.concurrency,
         },

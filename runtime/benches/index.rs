@@ -41,6 +41,7 @@ fn main() {
         progress_path: None,
         work_dir: tmp.path().join("work"),
         store: EdgeStoreOptions::default(),
+        device: Default::default(),
     };
     let timed = |s: &IndexSettings| -> (IndexResult, f64) {
         let start = Instant::now();

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::chunk::TokenSpans;
+use crate::device::Placement;
 
 /// BERT's position table has 512 entries; longer inputs are truncated (chunks never get there).
 pub const MAX_INPUT_TOKENS: usize = 512;
@@ -53,6 +54,14 @@ impl Embedder {
         Self::load_on(dir, Device::Cpu)
     }
 
+    /// Loads the model onto a subcommand's device.
+    pub fn load_for(dir: &Path, placement: &Placement) -> Result<Self, EmbedError> {
+        Self::load_on(dir, placement.device.clone())
+    }
+
+    /// The weights are f32 on every device. candle's BERT builds its attention mask by multiplying
+    /// `f32::MIN` cast to the model's dtype: in f16 that is -inf, and `0 × -inf` makes every
+    /// unmasked position NaN. On a GPU, cuBLAS runs f32 matmuls on tensor cores (TF32) anyway.
     pub fn load_on(dir: &Path, device: Device) -> Result<Self, EmbedError> {
         let config_path = dir.join("config.json");
         let config_text =

@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod chunk;
+pub mod device;
 pub mod embed;
 pub mod eval;
 pub mod index;

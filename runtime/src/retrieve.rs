@@ -28,6 +28,9 @@ pub struct RetrieveArgs {
     /// Scratch directory the revision is unpacked into (removed afterwards).
     #[arg(long, default_value_os_t = std::env::temp_dir())]
     pub scratch: PathBuf,
+    /// Where the embedder computes: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value_t)]
+    pub device: crate::device::DeviceChoice,
     /// The question.
     pub query: String,
 }
@@ -60,7 +63,9 @@ pub async fn retrieve(args: &RetrieveArgs) -> anyhow::Result<RetrieveOutput> {
         args.top_k
     );
     anyhow::ensure!(!args.query.trim().is_empty(), "the query is empty");
-    let embedder = Embedder::load(&args.embedder)?;
+    let placement = crate::device::select(args.device, "--device")?;
+    crate::device::log_placement("retrieve", args.device, &placement);
+    let embedder = Embedder::load_for(&args.embedder, &placement)?;
     let revision = LoadedRevision::open(&args.index, &args.scratch).await?;
     let query = embedder.embed(&[args.query.as_str()])?;
     let vector = query

@@ -37,6 +37,7 @@ fn finance_index(tmp: &Path) -> String {
         progress_path: None,
         work_dir: tmp.join("work"),
         store: EdgeStoreOptions::default(),
+        device: Default::default(),
     };
     let result =
         build_revision(&settings, &mut Progress::new(None)).expect("finance corpus indexes");

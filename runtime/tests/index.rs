@@ -29,6 +29,7 @@ fn settings(corpus: &Path, output: &Path, previous: Option<&str>, work: &Path) -
         progress_path: None,
         work_dir: work.to_path_buf(),
         store: EdgeStoreOptions::default(),
+        device: Default::default(),
     }
 }
 

@@ -45,6 +45,7 @@ fn settings(corpus: &Path, output: &str, previous: Option<&str>, work: &Path) ->
         progress_path: None,
         work_dir: work.to_path_buf(),
         store: EdgeStoreOptions::default(),
+        device: Default::default(),
     }
 }
 

@@ -263,3 +263,121 @@ async fn retrieve_endpoint_matches_the_cli() {
         Some(384)
     );
 }
+
+/// Where serve computes is logged at start, exported as a metric label and reported with the
+/// loaded revisions; `--device cuda` in a build without CUDA is an error at start, not a CPU run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_device_is_logged_exported_and_reported() {
+    let server = local_server(&["--device", "cpu"]);
+    assert!(
+        server
+            .log_text()
+            .contains("serve: computing on cpu (--device cpu"),
+        "{}",
+        server.log_text()
+    );
+    let r = get(&server.url("/v1/admin/revisions")).await;
+    assert_eq!(r.json()["device"], "cpu", "{}", r.text());
+    let metrics = get(&server.url("/metrics")).await.text();
+    assert!(
+        metrics.contains(r#"hybrid_runtime_device_info{device="cpu"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_cuda_is_refused_at_start_by_every_subcommand() {
+    let gguf = serve_support::gguf();
+    let embedder = serve_support::embedder();
+    let corpus = serve_support::finance_corpus();
+    let work = tempfile::tempdir().expect("tempdir");
+    let out = work.path().join("out");
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "serve",
+            vec![
+                "serve".into(),
+                "--model".into(),
+                gguf.display().to_string(),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ],
+        ),
+        (
+            "index",
+            vec![
+                "index".into(),
+                "--source".into(),
+                corpus.display().to_string(),
+                "--embedder".into(),
+                embedder.display().to_string(),
+                "--output".into(),
+                out.display().to_string(),
+                "--result-path".into(),
+                work.path().join("index.json").display().to_string(),
+            ],
+        ),
+        (
+            "train",
+            vec![
+                "train".into(),
+                "--base-model".into(),
+                gguf.display().to_string(),
+                "--dataset".into(),
+                serve_support::repo_root()
+                    .join("examples/finance/dataset/train.jsonl")
+                    .display()
+                    .to_string(),
+                "--output-dir".into(),
+                out.display().to_string(),
+                "--result-path".into(),
+                work.path().join("train.json").display().to_string(),
+            ],
+        ),
+        (
+            "eval",
+            vec![
+                "eval".into(),
+                "--base-model".into(),
+                gguf.display().to_string(),
+                "--dataset".into(),
+                serve_support::repo_root()
+                    .join("examples/finance/dataset/qa.jsonl")
+                    .display()
+                    .to_string(),
+            ],
+        ),
+        (
+            "retrieve",
+            vec![
+                "retrieve".into(),
+                "--index".into(),
+                out.display().to_string(),
+                "--embedder".into(),
+                embedder.display().to_string(),
+                "what".into(),
+            ],
+        ),
+    ];
+    for (name, mut args) in cases {
+        args.extend(["--device".into(), "cuda".into()]);
+        let run = std::process::Command::new(train_support::runtime_bin())
+            .args(&args)
+            .output()
+            .expect("runs hybrid-runtime");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            !run.status.success(),
+            "{name} --device cuda succeeded:\n{all}"
+        );
+        assert!(
+            all.contains("--device cuda:0: this hybrid-runtime was built without CUDA support"),
+            "{name}: {all}"
+        );
+    }
+}

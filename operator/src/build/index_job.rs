@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 /// Inputs of the index Job besides the Corpus.
 pub struct IndexJobInputs<'a> {
     pub content_revision: &'a str,
-    pub runtime_image: &'a str,
+    pub runtime_images: super::RuntimeImages<'a>,
     /// Location of the active revision, whose unchanged documents are reused.
     pub previous_location: Option<&'a str>,
 }
@@ -99,7 +99,13 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
     if let Some(previous) = inputs.previous_location {
         args.extend(["--previous".to_owned(), previous.to_owned()]);
     }
+    let gpus = spec
+        .indexer
+        .as_ref()
+        .map_or(0, |indexer| indexer.resources.gpus);
     args.extend([
+        "--device".to_owned(),
+        super::device_for_gpus(gpus).to_owned(),
         "--work-dir".to_owned(),
         "/tmp/index".to_owned(),
         "--result-path".to_owned(),
@@ -160,7 +166,12 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
                     volumes: Some(volumes),
                     containers: vec![Container {
                         name: "index".to_owned(),
-                        image: Some(inputs.runtime_image.to_owned()),
+                        image: Some(
+                            inputs
+                                .runtime_images
+                                .for_gpus(indexer.resources.gpus)
+                                .to_owned(),
+                        ),
                         command: Some(vec!["hybrid-runtime".to_owned()]),
                         args: Some(args),
                         env: (!env.is_empty()).then_some(env),
@@ -296,7 +307,10 @@ mod tests {
             &corpus(yaml),
             &IndexJobInputs {
                 content_revision: "0123456789abcdef",
-                runtime_image: "ghcr.io/hybrid/runtime:1",
+                runtime_images: crate::build::RuntimeImages {
+                    cpu: "ghcr.io/hybrid/runtime:1",
+                    cuda: "ghcr.io/hybrid/runtime:1-cuda",
+                },
                 previous_location: previous,
             },
         )
@@ -362,6 +376,9 @@ mod tests {
             ["/pvc/hybrid-artifacts/indexes/ix-old.tar.gz"]
         );
         assert_eq!(arg_after(&args, "--result-path"), ["/dev/termination-log"]);
+        // One GPU: the CUDA build, finding its GPU itself.
+        assert_eq!(arg_after(&args, "--device"), ["auto"]);
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/hybrid/runtime:1-cuda"));
         assert_eq!(
             c.termination_message_policy.as_deref(),
             Some("FallbackToLogsOnError")

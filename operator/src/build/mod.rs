@@ -144,6 +144,47 @@ pub fn restricted_pod_security() -> PodSecurityContext {
     }
 }
 
+/// The runtime's two builds: the CPU one, and the CUDA one that containers requesting GPUs run
+/// (docs/gpu.md). Set by the operator's `--runtime-image` and `--runtime-cuda-image`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuntimeImages<'a> {
+    pub cpu: &'a str,
+    pub cuda: &'a str,
+}
+
+impl<'a> RuntimeImages<'a> {
+    /// The image a runtime container with `gpus` GPUs runs.
+    pub fn for_gpus(&self, gpus: i32) -> &'a str {
+        match gpus > 0 {
+            true => self.cuda,
+            false => self.cpu,
+        }
+    }
+}
+
+/// The CUDA build's image when none is configured: `-cuda` appended to the tag (`:latest-cuda`
+/// when untagged). An image pinned by digest has no such sibling, so it is kept as it is.
+pub fn cuda_image_of(image: &str) -> String {
+    if image.contains('@') {
+        return image.to_owned();
+    }
+    let name_start = image.rfind('/').map_or(0, |i| i + 1);
+    match image[name_start..].contains(':') {
+        true => format!("{image}-cuda"),
+        false => format!("{image}:latest-cuda"),
+    }
+}
+
+/// The runtime's `--device` (and the serve config's `device`) for a container with `gpus` GPUs:
+/// `auto` finds the GPU the device plugin gave it; `cpu` for none, so a CUDA image on a node
+/// whose driver shows every GPU cannot wander onto one it did not request.
+pub fn device_for_gpus(gpus: i32) -> &'static str {
+    match gpus > 0 {
+        true => "auto",
+        false => "cpu",
+    }
+}
+
 /// CPU and memory as request = limit (predictable scheduling for batch work), GPUs as limits
 /// (extended resources cannot overcommit, the request follows the limit).
 pub fn compute_resources(
@@ -292,6 +333,29 @@ mod tests {
         );
     }
     use super::*;
+
+    #[test]
+    fn gpu_containers_run_the_cuda_image_on_device_auto() {
+        let images = RuntimeImages {
+            cpu: "r:1",
+            cuda: "r:1-cuda",
+        };
+        assert_eq!((images.for_gpus(0), device_for_gpus(0)), ("r:1", "cpu"));
+        assert_eq!(
+            (images.for_gpus(2), device_for_gpus(2)),
+            ("r:1-cuda", "auto")
+        );
+        assert_eq!(
+            cuda_image_of("ghcr.io/h/runtime:0.1"),
+            "ghcr.io/h/runtime:0.1-cuda"
+        );
+        assert_eq!(
+            cuda_image_of("localhost:5000/runtime"),
+            "localhost:5000/runtime:latest-cuda"
+        );
+        let pinned = "ghcr.io/h/runtime@sha256:0123";
+        assert_eq!(cuda_image_of(pinned), pinned);
+    }
 
     #[test]
     fn revision_names_fit_a_label_value_and_stay_deterministic() {

@@ -52,7 +52,7 @@ pub struct ServingInputs<'a> {
     pub policy: &'a ServingPolicy,
     pub adapters: &'a [Adapter],
     pub corpora: &'a [Corpus],
-    pub runtime_image: &'a str,
+    pub runtime_images: super::RuntimeImages<'a>,
 }
 
 /// `config.yaml` of the runtime. Field names are the runtime's contract (docs/operator.md).
@@ -77,6 +77,9 @@ pub struct RuntimeConfig {
     /// so the operator leaves the block out (docs/runtime-contract.md, section 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<RuntimeLimits>,
+    /// `auto` when the ServingPolicy gives the pods GPUs (the runtime finds the one it got),
+    /// `cpu` otherwise.
+    pub device: &'static str,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -318,6 +321,7 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
         prompt_template: model.spec.prompt_template.clone(),
         system_prompt: model.spec.system_prompt.clone(),
         limits: None,
+        device: super::device_for_gpus(inputs.policy.spec.gpu.count),
     };
     let to_yaml = |c: &RuntimeConfig| {
         serde_yaml::to_string(c).map_err(|e| Error::Serialization(format!("runtime config: {e}")))
@@ -437,14 +441,9 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
                     volumes: Some(volumes),
                     containers: vec![Container {
                         name: "runtime".to_owned(),
-                        image: Some(
-                            model
-                                .spec
-                                .runtime
-                                .image
-                                .clone()
-                                .unwrap_or_else(|| inputs.runtime_image.to_owned()),
-                        ),
+                        image: Some(model.spec.runtime.image.clone().unwrap_or_else(|| {
+                            inputs.runtime_images.for_gpus(policy.gpu.count).to_owned()
+                        })),
                         command: Some(vec!["hybrid-runtime".to_owned()]),
                         args: Some(vec![
                             "serve".to_owned(),
@@ -635,8 +634,35 @@ spec:
             policy: &policy(POLICY),
             adapters: &[ready_adapter(adapter_rev)],
             corpora: &[ready_corpus(index_rev)],
-            runtime_image: "ghcr.io/hybrid/runtime:1",
+            runtime_images: crate::build::RuntimeImages {
+                cpu: "ghcr.io/hybrid/runtime:1",
+                cuda: "ghcr.io/hybrid/runtime:1-cuda",
+            },
         })
+    }
+
+    #[test]
+    fn pods_without_gpus_run_the_cpu_build_on_device_cpu() {
+        let o = serving_objects(&ServingInputs {
+            model: &model(MODEL),
+            policy: &policy(&POLICY.replace("count: 1", "count: 0")),
+            adapters: &[ready_adapter("ad-1")],
+            corpora: &[ready_corpus("ix-1")],
+            runtime_images: crate::build::RuntimeImages {
+                cpu: "ghcr.io/hybrid/runtime:1",
+                cuda: "ghcr.io/hybrid/runtime:1-cuda",
+            },
+        })
+        .expect("objects");
+        let yaml: serde_yaml::Value =
+            serde_yaml::from_str(&o.config_map.data.clone().expect("data")["config.yaml"])
+                .expect("yaml");
+        assert_eq!(yaml["device"], "cpu");
+        let pod = o.deployment.spec.expect("spec").template.spec.expect("pod");
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("ghcr.io/hybrid/runtime:1")
+        );
     }
 
     #[test]
@@ -823,6 +849,9 @@ spec:
             c.args.clone().expect("args"),
             ["serve", "--config", "/etc/hybrid/config.yaml"]
         );
+        // One GPU per pod: the CUDA build, told to find it.
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/hybrid/runtime:1-cuda"));
+        assert_eq!(o.config.device, "auto");
         let res = c.resources.clone().expect("res");
         let limits = res.limits.expect("limits");
         assert_eq!(limits["nvidia.com/gpu"].0, "1");
@@ -925,7 +954,10 @@ spec:
             policy: &policy(POLICY),
             adapters: &[a],
             corpora: &[ready_corpus("ix-1")],
-            runtime_image: "img",
+            runtime_images: crate::build::RuntimeImages {
+                cpu: "img",
+                cuda: "img-cuda",
+            },
         })
         .expect_err("mismatch");
         assert_eq!(err.label(), "BaseModelMismatch");
@@ -944,7 +976,10 @@ spec:
             policy: &policy(POLICY),
             adapters: &[adapter(FINANCE_ADAPTER)],
             corpora: &[ready_corpus("ix-1")],
-            runtime_image: "img",
+            runtime_images: crate::build::RuntimeImages {
+                cpu: "img",
+                cuda: "img-cuda",
+            },
         })
         .expect_err("not ready");
         assert_eq!(err.label(), "DependencyNotReady");

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 pub struct TrainJobInputs<'a> {
     pub training_revision: &'a str,
-    pub runtime_image: &'a str,
+    pub runtime_images: super::RuntimeImages<'a>,
     /// The dataset ConfigMaps, to list the files of sources without `keys`.
     pub config_maps: &'a ConfigMaps,
 }
@@ -104,7 +104,10 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
             };
             let args = builtin_args(adapter, &base, &dataset_files, &output);
             (
-                inputs.runtime_image.to_owned(),
+                inputs
+                    .runtime_images
+                    .for_gpus(spec.resources.gpus)
+                    .to_owned(),
                 Some(vec!["hybrid-runtime".to_owned()]),
                 Some(args),
                 None,
@@ -302,6 +305,10 @@ fn builtin_args(adapter: &Adapter, base: &str, datasets: &[String], output: &str
     flag("--seed", h.seed.to_string());
     flag("--output-dir", output.to_owned());
     flag("--result-path", RESULT_PATH.to_owned());
+    flag(
+        "--device",
+        super::device_for_gpus(spec.resources.gpus).to_owned(),
+    );
     args
 }
 
@@ -408,7 +415,10 @@ mod tests {
             &adapter(yaml),
             &TrainJobInputs {
                 training_revision: "abcdef0123456789",
-                runtime_image: "ghcr.io/hybrid/runtime:1",
+                runtime_images: crate::build::RuntimeImages {
+                    cpu: "ghcr.io/hybrid/runtime:1",
+                    cuda: "ghcr.io/hybrid/runtime:1-cuda",
+                },
                 config_maps: &cms(),
             },
         )
@@ -437,9 +447,11 @@ mod tests {
         assert_eq!(spec.active_deadline_seconds, Some(6 * 3600));
         let pod = spec.template.spec.expect("pod");
         let c = &pod.containers[0];
-        assert_eq!(c.image.as_deref(), Some("ghcr.io/hybrid/runtime:1"));
+        // The adapter asks for 2 GPUs: the CUDA build, finding its GPU itself.
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/hybrid/runtime:1-cuda"));
         let args = c.args.clone().expect("args");
         assert_eq!(args[0], "train");
+        assert_eq!(arg_after(&args, "--device"), Some("auto"));
         assert_eq!(
             arg_after(&args, "--base-model"),
             Some("/pvc/hybrid-models/SmolLM2-135M-Instruct.Q4_1.gguf")

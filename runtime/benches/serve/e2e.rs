@@ -58,6 +58,7 @@ pub fn run(out: &Path) {
         progress_path: None,
         work_dir: tmp.path().join("work"),
         store: EdgeStoreOptions::default(),
+        device: Default::default(),
     };
     let start = Instant::now();
     let index = build_revision(&settings, &mut Progress::new(None)).expect("index finance corpus");

@@ -47,6 +47,9 @@ pub struct EvalArgs {
     /// Where the JSON report goes (also printed to stdout).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Where the model and the embedder compute: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value_t)]
+    pub device: crate::device::DeviceChoice,
 }
 
 impl EvalArgs {
@@ -75,6 +78,7 @@ impl EvalArgs {
             max_new_tokens: self.max_new_tokens,
             retrieval,
             generate: !self.retrieval_only,
+            device: self.device,
         })
     }
 }

@@ -21,11 +21,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::chat::{ChatTemplate, IM_END, Message, Role};
+use crate::device::Placement;
 use crate::embed::Embedder;
 use crate::index::revision::LoadedRevision;
 use crate::model::{BaseWeights, KvCache, Llama};
@@ -58,6 +59,8 @@ pub enum EvalError {
     Retrieval(String),
     #[error("generation failed: {0}")]
     Compute(#[from] candle_core::Error),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
 }
 
 impl EvalError {
@@ -73,6 +76,7 @@ impl EvalError {
             EvalError::IndexUnreadable { .. } => "IndexUnavailable",
             EvalError::Retrieval(_) => "RetrievalFailed",
             EvalError::Compute(_) => "ComputeFailed",
+            EvalError::Device(_) => "DeviceUnavailable",
         }
     }
 }
@@ -244,6 +248,8 @@ pub struct EvalSettings {
     pub retrieval: Option<RetrievalSettings>,
     /// False: score retrieval only, load no model.
     pub generate: bool,
+    /// Where the model and the embedder compute.
+    pub device: crate::device::DeviceChoice,
 }
 
 /// Most passages or recall depth an evaluation may ask for.
@@ -293,11 +299,13 @@ impl EvalSettings {
 fn retrieve_all(
     r: &RetrievalSettings,
     questions: &[Question],
+    placement: &Placement,
 ) -> Result<(Vec<Vec<SearchHit>>, RetrievalReport), EvalError> {
-    let embedder = Embedder::load(&r.embedder).map_err(|e| EvalError::EmbedderUnreadable {
-        path: r.embedder.clone(),
-        detail: e.to_string(),
-    })?;
+    let embedder =
+        Embedder::load_for(&r.embedder, placement).map_err(|e| EvalError::EmbedderUnreadable {
+            path: r.embedder.clone(),
+            detail: e.to_string(),
+        })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -403,14 +411,24 @@ struct Generator {
     template: ChatTemplate,
 }
 
-fn load_generator(base_model: &Path, adapter: Option<&Path>) -> Result<Generator, EvalError> {
-    let device = Device::Cpu;
+/// On the CPU the weights are f32 (the reference the project's scores were measured with); on a
+/// GPU f16, as `serve` holds them by default.
+fn load_generator(
+    base_model: &Path,
+    adapter: Option<&Path>,
+    placement: &Placement,
+) -> Result<Generator, EvalError> {
+    let device = placement.device.clone();
     let unreadable = |detail: String| EvalError::ModelUnreadable {
         path: base_model.to_path_buf(),
         detail,
     };
-    let mut model = Llama::from_gguf(base_model, BaseWeights::Float32, &device)
-        .map_err(|e| unreadable(e.to_string()))?;
+    let weights = match placement.is_cuda() {
+        true => BaseWeights::Float16,
+        false => BaseWeights::Float32,
+    };
+    let mut model =
+        Llama::from_gguf(base_model, weights, &device).map_err(|e| unreadable(e.to_string()))?;
     let mut file = std::fs::File::open(base_model).map_err(|e| unreadable(e.to_string()))?;
     let content = candle_core::quantized::gguf_file::Content::read(&mut file)
         .map_err(|e| unreadable(e.to_string()))?;
@@ -444,16 +462,18 @@ fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
 pub fn run(s: &EvalSettings) -> Result<EvalReport, EvalError> {
     let started = Instant::now();
     s.validate()?;
+    let placement = crate::device::select(s.device, "--device")?;
+    crate::device::log_placement("eval", s.device, &placement);
     let questions = load_questions(&s.dataset)?;
     let (hits, retrieval_report) = match &s.retrieval {
         Some(r) => {
-            let (hits, report) = retrieve_all(r, &questions)?;
+            let (hits, report) = retrieve_all(r, &questions, &placement)?;
             (Some(hits), Some(report))
         }
         None => (None, None),
     };
     let generator = match (&s.base_model, s.generate) {
-        (Some(path), true) => Some(load_generator(path, s.adapter.as_deref())?),
+        (Some(path), true) => Some(load_generator(path, s.adapter.as_deref(), &placement)?),
         _ => None,
     };
     let mut per_item = Vec::with_capacity(questions.len());

@@ -76,6 +76,10 @@ pub struct IndexArgs {
     /// Where the JSON progress file is kept up to date.
     #[arg(long)]
     pub progress_path: Option<PathBuf>,
+    /// Where the embedder computes: auto (a GPU when this binary has CUDA and one is visible,
+    /// else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value_t)]
+    pub device: crate::device::DeviceChoice,
     /// Scratch space for downloads and the revision being built (removed afterwards).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
@@ -107,6 +111,7 @@ pub struct IndexSettings {
     pub progress_path: Option<PathBuf>,
     pub work_dir: PathBuf,
     pub store: EdgeStoreOptions,
+    pub device: crate::device::DeviceChoice,
 }
 
 impl IndexSettings {
@@ -182,6 +187,7 @@ impl IndexSettings {
                 .clone()
                 .unwrap_or_else(|| std::env::temp_dir().join("hybrid-index")),
             store: EdgeStoreOptions::default(),
+            device: args.device,
         })
     }
 }
@@ -224,6 +230,8 @@ pub enum IndexError {
     Publish(storage::StorageError),
     #[error("work directory {path}: {message}")]
     WorkDir { path: String, message: String },
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
 }
 
 impl IndexError {
@@ -241,6 +249,7 @@ impl IndexError {
             Self::Store(_) | Self::Revision(_) => "WriteFailed",
             Self::Publish(_) => "PublishFailed",
             Self::WorkDir { .. } => "WorkDirUnavailable",
+            Self::Device(_) => "DeviceUnavailable",
         }
     }
 }
@@ -319,6 +328,8 @@ pub fn build_revision(
     progress: &mut Progress,
 ) -> Result<IndexResult, IndexError> {
     let started = Instant::now();
+    let placement = crate::device::select(settings.device, "--device")?;
+    crate::device::log_placement("index", settings.device, &placement);
     std::fs::create_dir_all(&settings.work_dir).map_err(|e| work_err(&settings.work_dir, e))?;
     let scratch = tempfile::Builder::new()
         .prefix("index-")
@@ -348,7 +359,7 @@ pub fn build_revision(
         location: settings.embedder.clone(),
         message: e.to_string(),
     };
-    let embedder = Embedder::load(&embedder_dir).map_err(embedder_err)?;
+    let embedder = Embedder::load_for(&embedder_dir, &placement).map_err(embedder_err)?;
     let embedder_info = EmbedderInfo {
         digest: embed::model_digest(&embedder_dir).map_err(embedder_err)?,
         dimension: embedder.dimension(),
@@ -682,6 +693,7 @@ mod tests {
             batch_size: None,
             result_path: "/dev/null".into(),
             progress_path: None,
+            device: Default::default(),
             work_dir: None,
         };
         let settings = IndexSettings::from_args(&args).expect("valid");

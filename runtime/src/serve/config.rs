@@ -6,6 +6,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::device::DeviceChoice;
+
 /// Largest `topK` a config or a request may ask for; the same bound as the ServingPolicy CRD
 /// (crds/src/policy.rs). More passages than this never fit a small model's prompt anyway.
 pub const MAX_TOP_K: usize = 64;
@@ -49,6 +51,14 @@ pub struct ServeConfig {
     pub system_prompt: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+    /// Where the model computes: auto (a GPU when the binary and the pod have one), cpu, cuda or
+    /// cuda:N. Fixed for the life of the process: a change needs a restart.
+    #[serde(default, skip_serializing_if = "is_auto")]
+    pub device: DeviceChoice,
+}
+
+fn is_auto(d: &DeviceChoice) -> bool {
+    *d == DeviceChoice::Auto
 }
 
 fn default_top_k() -> usize {

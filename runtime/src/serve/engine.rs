@@ -30,6 +30,19 @@ pub trait TokenModel: Send + Sync {
         input: &[u32],
         adapter: Option<&AdapterSet>,
     ) -> Result<Vec<f32>, String>;
+    /// The next token: greedy at temperature 0, else sampled ([`sample`]). A model on a GPU
+    /// overrides this so that greedy decoding copies one id to the host, not the logits.
+    fn next_token(
+        &self,
+        cache: &mut KvCache,
+        input: &[u32],
+        adapter: Option<&AdapterSet>,
+        params: &SamplingParams,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<u32, String> {
+        let logits = self.next_logits(cache, input, adapter)?;
+        Ok(sample(&logits, params.temperature, params.top_p, rng))
+    }
     fn decode(&self, ids: &[u32]) -> Result<String, String>;
     /// Ids that end a sequence (end of turn, end of text).
     fn stop_ids(&self) -> &[u32];
@@ -54,6 +67,33 @@ impl TokenModel for LlamaModel {
             let ids = Tensor::new(input, self.model.device())?.unsqueeze(0)?;
             let logits = self.model.forward_cached_with(&ids, cache, adapter)?;
             logits.squeeze(0)?.get(input.len() - 1)?.to_vec1::<f32>()
+        };
+        run().map_err(|e| e.to_string())
+    }
+
+    fn next_token(
+        &self,
+        cache: &mut KvCache,
+        input: &[u32],
+        adapter: Option<&AdapterSet>,
+        params: &SamplingParams,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<u32, String> {
+        if params.temperature > 0.0 {
+            // Nucleus sampling sorts the whole distribution: done on the host (one row of
+            // vocabulary-size logits per token).
+            let logits = self.next_logits(cache, input, adapter)?;
+            return Ok(sample(&logits, params.temperature, params.top_p, rng));
+        }
+        // Greedy: the argmax runs where the logits are; only the id comes back.
+        let mut run = || -> candle_core::Result<u32> {
+            let ids = Tensor::new(input, self.model.device())?.unsqueeze(0)?;
+            let logits = self.model.forward_cached_with(&ids, cache, adapter)?;
+            logits
+                .squeeze(0)?
+                .get(input.len() - 1)?
+                .argmax(0)?
+                .to_scalar::<u32>()
         };
         run().map_err(|e| e.to_string())
     }
@@ -289,8 +329,13 @@ fn turn(
         // GPU, so retrieval depth moves latency the same way on every machine.
         std::thread::sleep(prefill_delay_per_token.saturating_mul(input.len() as u32));
     }
-    let logits = model.next_logits(&mut seq.cache, &input, seq.job.adapter.as_deref())?;
-    let next = sample(&logits, params.temperature, params.top_p, &mut seq.rng);
+    let next = model.next_token(
+        &mut seq.cache,
+        &input,
+        seq.job.adapter.as_deref(),
+        params,
+        &mut seq.rng,
+    )?;
     let now = Instant::now();
     let [m, a] = &seq.job.labels;
     match seq.last_token_at {

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub config_reload: IntCounterVec,
     /// Failed attempts to write the loaded-revisions report on the pod (each is retried).
     pub report_failures: IntCounter,
+    /// 1 for the device the model computes on (`cpu`, `cuda:0`).
+    pub device: IntGaugeVec,
 }
 
 /// Request and first-token latencies span milliseconds to minutes. Between 0.5 s and 10 s, where
@@ -165,6 +167,17 @@ impl Metrics {
                 )?;
                 registry.register(Box::new(c.clone()))?;
                 c
+            },
+            device: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "hybrid_runtime_device_info",
+                        "1 for the device the base model, adapters and embedders compute on (cpu, cuda:N).",
+                    ),
+                    &["device"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
             },
             registry,
         };

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// f16 or f32 (docs/runtime-precision.md). Default: f16 for GGUF, f32 for safetensors.
     #[arg(long)]
     pub precision: Option<config::Precision>,
+    /// Where the model computes: auto, cpu, cuda or cuda:N (auto: a GPU when this binary has
+    /// CUDA and one is visible, else the CPU). With --config it overrides the config's `device`.
+    #[arg(long)]
+    pub device: Option<crate::device::DeviceChoice>,
     /// Local mode: index revision archive (repeatable).
     #[arg(long)]
     pub index: Vec<String>,
@@ -159,6 +163,7 @@ pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, String> {
             max_queue: args.max_queue,
             ..Limits::default()
         },
+        device: args.device.unwrap_or_default(),
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
@@ -186,13 +191,28 @@ pub fn main(args: &ServeArgs) -> i32 {
 }
 
 async fn run(args: &ServeArgs) -> Result<(), String> {
-    let (config, digest) = match &args.config {
+    let (mut config, digest) = match &args.config {
         Some(path) => {
             let (c, d) = ServeConfig::read(path).map_err(|e| e.to_string())?;
             (c, Some(d))
         }
         None => (local_config(args)?, None),
     };
+    let device_flag = match (args.device, &args.config) {
+        (Some(device), Some(_)) => {
+            tracing::info!(
+                "--device {device} overrides the config's device {}",
+                config.device
+            );
+            config.device = device;
+            "--device"
+        }
+        (_, Some(_)) => "device (serve config)",
+        (_, None) => "--device",
+    };
+    // Chosen before anything listens, so `--device cuda` without a GPU fails at start.
+    let placement = crate::device::select(config.device, device_flag).map_err(|e| e.to_string())?;
+    crate::device::log_placement("serve", config.device, &placement);
     let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
     let state = Arc::new(AppState {
         current: Current::default(),
@@ -207,6 +227,11 @@ async fn run(args: &ServeArgs) -> Result<(), String> {
         reports: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         load_error: RwLock::new(None),
     });
+    state
+        .metrics
+        .device
+        .with_label_values(&[placement.label.as_str()])
+        .set(1);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -218,7 +243,7 @@ async fn run(args: &ServeArgs) -> Result<(), String> {
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal());
-    let loading = load_initial(state.clone(), config, args.scratch.clone());
+    let loading = load_initial(state.clone(), config, placement, args.scratch.clone());
     let server = async { server.await.map_err(|e| format!("server: {e}")) };
     tokio::pin!(server);
     tokio::select! {
@@ -242,16 +267,18 @@ async fn run(args: &ServeArgs) -> Result<(), String> {
 async fn load_initial(
     state: Arc<AppState>,
     config: ServeConfig,
+    placement: crate::device::Placement,
     scratch: PathBuf,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
     let result = async {
-        let base = Arc::new(state::load_base(&config, &scratch).await?);
+        let base = Arc::new(state::load_base(&config, placement, &scratch).await?);
         tracing::info!(
-            "model {} loaded ({} layers, {} weights)",
+            "model {} loaded ({} layers, {} weights, on {})",
             config.model.source,
             base.model.layers.len(),
-            config.model.precision()
+            config.model.precision(),
+            base.placement.label
         );
         let injected = |env: &str, unit: fn(u64) -> Duration, what: &str| {
             let delay = std::env::var(env)

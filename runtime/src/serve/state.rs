@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use candle_core::Device;
 use candle_core::quantized::gguf_file;
 use tokenizers::Tokenizer;
 
 use super::config::{BASE_ADAPTER, ModelFormat, Precision, ServeConfig};
 use crate::chat::{ChatTemplate, IM_END};
+use crate::device::{DeviceChoice, Placement};
 use crate::embed::Embedder;
 use crate::index::revision::LoadedRevision;
 use crate::index::storage::{self, Location};
@@ -30,6 +30,9 @@ pub struct BaseModel {
     /// `model.source`, `model.format` and `model.precision` it was loaded with; a reload that
     /// changes them needs a restart (the operator rolls the pods).
     pub source: (String, ModelFormat, Precision),
+    /// The `device` it was loaded for and where that put it; adapters and embedders go there too.
+    pub device: DeviceChoice,
+    pub placement: Placement,
 }
 
 pub struct LoadedAdapter {
@@ -106,7 +109,11 @@ fn location_path(uri: &str, what: &str) -> Result<Option<PathBuf>, String> {
 
 /// Loads the base model named by the config: GGUF with its weights held as `model.precision`
 /// says, or a Hugging Face safetensors directory (f32) with its `tokenizer.json`.
-pub async fn load_base(config: &ServeConfig, scratch: &Path) -> Result<BaseModel, String> {
+pub async fn load_base(
+    config: &ServeConfig,
+    placement: Placement,
+    scratch: &Path,
+) -> Result<BaseModel, String> {
     let source = &config.model.source;
     let path = match location_path(source, "model.source")? {
         Some(p) => p,
@@ -124,8 +131,8 @@ pub async fn load_base(config: &ServeConfig, scratch: &Path) -> Result<BaseModel
     };
     let format = config.model.format;
     let precision = config.model.precision();
+    let device = placement.device.clone();
     let load = move || -> Result<(Llama, Tokenizer, ChatTemplate), String> {
-        let device = Device::Cpu;
         match format {
             ModelFormat::Gguf => {
                 let model = Llama::from_gguf(&path, precision.base_weights(), &device)
@@ -166,6 +173,8 @@ pub async fn load_base(config: &ServeConfig, scratch: &Path) -> Result<BaseModel
         template,
         stop_ids,
         source: (source.clone(), format, precision),
+        device: config.device,
+        placement,
     })
 }
 
@@ -202,6 +211,12 @@ impl Loader {
             return Err(format!(
                 "model.precision changed from {precision} to {}: reloading the base model needs a restart",
                 config.model.precision()
+            ));
+        }
+        if config.device != self.base.device {
+            return Err(format!(
+                "device changed from {} to {}: moving the model needs a restart",
+                self.base.device, config.device
             ));
         }
         let mut adapters = Vec::new();
@@ -277,7 +292,8 @@ impl Loader {
             };
             indexes.push(index);
         }
-        let revisions = config.loaded_revisions();
+        let mut revisions = config.loaded_revisions();
+        revisions["device"] = serde_json::Value::from(self.base.placement.label.as_str());
         Ok(Snapshot {
             config,
             adapters,
@@ -305,8 +321,9 @@ impl Loader {
             }
         };
         let model = self.base.model.clone();
+        let device = self.base.placement.device.clone();
         tokio::task::spawn_blocking(move || {
-            peft::read(&model.config, model.layers.len(), &dir, &Device::Cpu)
+            peft::read(&model.config, model.layers.len(), &dir, &device)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -324,7 +341,8 @@ impl Loader {
         }
         let path = location_path(dir, "embedder")?
             .ok_or_else(|| format!("embedder {dir}: must be a local directory"))?;
-        let embedder = tokio::task::spawn_blocking(move || Embedder::load(&path))
+        let placement = self.base.placement.clone();
+        let embedder = tokio::task::spawn_blocking(move || Embedder::load_for(&path, &placement))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;

@@ -71,6 +71,10 @@ pub struct TrainArgs {
     /// JSON progress file rewritten after every step.
     #[arg(long)]
     pub progress_path: Option<PathBuf>,
+    /// Where training computes: auto (a GPU when this binary has CUDA and one is visible, else
+    /// the CPU), cpu, cuda or cuda:N.
+    #[arg(long)]
+    pub device: Option<crate::device::DeviceChoice>,
 }
 
 impl TrainArgs {
@@ -119,6 +123,9 @@ impl TrainArgs {
         }
         if self.eval_every.is_some() {
             spec.eval_every = self.eval_every;
+        }
+        if let Some(device) = self.device {
+            spec.device = device;
         }
         if self.progress_path.is_some() {
             spec.progress_path = self.progress_path.clone();

@@ -33,6 +33,8 @@ pub enum TrainError {
     Compute(#[from] candle_core::Error),
     #[error("cannot write output {path}: {detail}")]
     Output { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
 }
 
 impl TrainError {
@@ -47,6 +49,7 @@ impl TrainError {
             TrainError::NonFiniteLoss { .. } => "NonFiniteLoss",
             TrainError::Compute(_) => "ComputeFailed",
             TrainError::Output { .. } => "OutputFailed",
+            TrainError::Device(_) => "DeviceUnavailable",
         }
     }
 

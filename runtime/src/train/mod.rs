@@ -250,7 +250,9 @@ fn snapshot(vars: &[Var]) -> candle_core::Result<Vec<Tensor>> {
 pub fn run(spec: &TrainSpec) -> Result<TrainResult, TrainError> {
     spec.validate().map_err(TrainError::InvalidConfig)?;
     let started = Instant::now();
-    let device = Device::Cpu;
+    let placement = crate::device::select(spec.device, "--device")?;
+    crate::device::log_placement("train", spec.device, &placement);
+    let device = placement.device.clone();
     let mut progress = report::ProgressWriter::new(spec.progress_path.clone());
     progress.phase("loading");
     let base = BaseModelSource::open(spec)?;

@@ -60,6 +60,8 @@ pub struct TrainSpec {
     pub output_dir: PathBuf,
     pub result_path: PathBuf,
     pub progress_path: Option<PathBuf>,
+    /// Where training computes: auto, cpu, cuda or cuda:N (`--device`).
+    pub device: crate::device::DeviceChoice,
 }
 
 impl Default for TrainSpec {
@@ -90,6 +92,7 @@ impl Default for TrainSpec {
             output_dir: PathBuf::from("/output"),
             result_path: PathBuf::from("/dev/termination-log"),
             progress_path: None,
+            device: crate::device::DeviceChoice::Auto,
         }
     }
 }
