@@ -62,6 +62,12 @@ demo:
 bench-serve:
 	scripts/bench-serve.sh
 
+## The runtime's CUDA build (docs/gpu.md): CUDA toolkit from PyPI (cached), cargo build
+## --features cuda into $CARGO_TARGET_DIR/cuda, the device tests on it (they skip without a GPU).
+.PHONY: cuda
+cuda:
+	scripts/build-cuda.sh
+
 ## The hybrid-operator and hybrid-runtime OCI images, without a container daemon (docs/images.md):
 ## the tests' dev build, Debian libraries, umoci; archives and images.env in
 ## ~/.cache/hybrid-operator/images. `scripts/build-images.sh --check` also runs them (root).

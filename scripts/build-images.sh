@@ -316,7 +316,7 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
       --history.created_by "build-images.sh: Debian packages $(cut -d' ' -f1,2 "$work/packages.txt" | tr ' \n' '= ' | sed 's/ $//'), /etc/passwd nonroot 65532, /tmp" \
       "$work/base.tar"
     umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
-      --history.created_by "build-images.sh: /usr/local/cuda/lib (CUDA $CUDA_VERSION runtime libraries from PyPI; the driver comes from the node)" \
+      --history.created_by "build-images.sh: /usr/local/cuda/lib (CUDA $HYBRID_CUDA_VERSION runtime libraries from PyPI; the driver comes from the node)" \
       "$work/cuda-libs.tar"
     umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
       --history.created_by "build-images.sh: /usr/local/bin/hybrid-runtime (cargo dev profile, --features cuda, compute capability $CUDA_COMPUTE_CAP, objcopy --strip-debug)" \

@@ -59,6 +59,7 @@ if [[ ! -f $cache/.complete ]]; then
 fi
 
 cat <<EOF
+export HYBRID_CUDA_VERSION=$CUDA_VERSION
 export CUDA_HOME=$home
 export CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP
 export PATH=$home/bin:\$PATH

@@ -157,7 +157,9 @@ fn cuda(n: usize) -> Result<Placement, String> {
             device,
             label: format!("cuda:{n}"),
         })
-        .map_err(|e| e.to_string())
+        // candle appends a backtrace when RUST_BACKTRACE is set; the driver's reason is the
+        // first line.
+        .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_owned())
 }
 
 /// Logs the placement once at start, in the form operators grep for.
