@@ -37,7 +37,15 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.method != 'qlora' || self.baseModel.format == 'gguf'")
-    .message("method qlora needs a quantized base: set baseModel.format to gguf, or use method lora"))]
+    .message("method qlora needs a quantized base: set baseModel.format to gguf, or use method lora"),
+    validation = Rule::new("self.dataset.all(d, !has(d.s3))")
+    .message("dataset: s3 datasets are not implemented yet for training; use configMap, persistentVolumeClaim or http datasets"),
+    validation = Rule::new("!has(self.trainer.builtin) || self.baseModel.source.startsWith('pvc://') || self.baseModel.source.startsWith('file://')")
+    .message("baseModel.source: the built-in trainer loads base models from pvc:// or file:// only"),
+    validation = Rule::new("!has(self.trainer.builtin) || self.output.storage.startsWith('pvc://') || self.output.storage.startsWith('file://')")
+    .message("output.storage: the built-in trainer writes adapters to pvc:// or file:// only"),
+    validation = Rule::new("!has(self.trainer.image) || (self.baseModel.source.startsWith('pvc://') && self.output.storage.startsWith('pvc://'))")
+    .message("an image trainer gets /model and /output from pvc:// locations only: set baseModel.source and output.storage to pvc://<claim>/<path>"))]
 pub struct AdapterSpec {
     /// The base model the adapter is trained for. A HybridModel serving this adapter must use the
     /// same `source`, otherwise it is Stalled with reason BaseModelMismatch.

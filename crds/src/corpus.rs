@@ -139,14 +139,16 @@ pub struct Embedding {
 /// Where index revisions live. Set exactly one of `embedded` or `qdrant`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.embedded) != has(self.qdrant)")
-    .message("vectorStore must set exactly one of embedded or qdrant"))]
+    .message("vectorStore must set exactly one of embedded or qdrant"),
+    validation = Rule::new("!has(self.qdrant)")
+    .message("qdrant is not implemented yet: the index Job publishes embedded Qdrant shards only; use vectorStore.embedded"))]
 pub struct VectorStore {
     /// Embedded Qdrant (the default): each revision is a shard snapshot written to `storage` and
     /// loaded by every serving pod. Best up to a few million passages per pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedded: Option<EmbeddedStore>,
-    /// A remote Qdrant cluster: each revision is a collection, and an alias is moved to it after
-    /// the index Job succeeds.
+    /// Reserved: a remote Qdrant cluster, each revision a collection and an alias moved to it
+    /// after the index Job succeeds. Not implemented yet, so admission refuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qdrant: Option<QdrantStore>,
 }
