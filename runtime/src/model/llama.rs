@@ -232,6 +232,9 @@ pub struct Llama {
     norm: Tensor,
     lm_head: BaseLinear,
     device: Device,
+    /// RoPE cos/sin `(positions, head_dim/2)` ([`rope_table_rows`]), computed once on the model's
+    /// device, so a decode step reads a slice instead of uploading a table (docs/gpu.md).
+    rope: (Tensor, Tensor),
 }
 
 /// The GGUF metadata prefix of the architectures this file can run.
@@ -303,11 +306,13 @@ impl Llama {
                 down_proj: linear(load(&format!("{p}.ffn_down.weight"))?, false)?,
             });
         }
+        let config = LlamaConfig {
+            tie_word_embeddings,
+            ..config
+        };
         Ok(Self {
-            config: LlamaConfig {
-                tie_word_embeddings,
-                ..config
-            },
+            rope: rope_table(&config, 0, rope_table_rows(&config), device)?,
+            config,
             embed_tokens,
             layers,
             norm,
@@ -365,6 +370,7 @@ impl Llama {
             });
         }
         Ok(Self {
+            rope: rope_table(&config, 0, rope_table_rows(&config), device)?,
             config,
             embed_tokens,
             layers,
@@ -531,18 +537,14 @@ impl Llama {
         self.logits(&hidden)
     }
 
-    /// RoPE cos/sin `(t, head_dim/2)` for positions `past..past + t`.
+    /// RoPE cos/sin `(t, head_dim/2)` for positions `past..past + t`: a slice of the table made
+    /// at load, or computed for positions past the model's context length.
     fn rope_tables(&self, past: usize, t: usize) -> Result<(Tensor, Tensor)> {
-        let hd = self.config.head_dim();
-        let inv_freq: Vec<f32> = (0..hd / 2)
-            .map(|i| (1.0 / self.config.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
-            .collect();
-        let inv_freq = Tensor::from_vec(inv_freq, (1, hd / 2), &self.device)?;
-        let pos = Tensor::arange(past as u32, (past + t) as u32, &self.device)?
-            .to_dtype(DType::F32)?
-            .reshape((t, 1))?;
-        let freqs = pos.broadcast_mul(&inv_freq)?;
-        Ok((freqs.cos()?, freqs.sin()?))
+        let (cos, sin) = &self.rope;
+        match past + t <= cos.dim(0)? {
+            true => Ok((cos.narrow(0, past, t)?, sin.narrow(0, past, t)?)),
+            false => rope_table(&self.config, past, t, &self.device),
+        }
     }
 
     // One argument per input of the block; a struct for them would only be unpacked here.
@@ -642,6 +644,31 @@ impl Llama {
             .forward(&(gate * up)?, dropout, extra(TargetModule::DownProj))?;
         x + mlp
     }
+}
+
+/// Positions the load-time RoPE table covers: the context length, at most 8,192 (4 MiB for a
+/// 128-dim head; later positions are computed when used).
+fn rope_table_rows(config: &LlamaConfig) -> usize {
+    config.max_position_embeddings.clamp(1, 8192)
+}
+
+/// RoPE cos/sin `(t, head_dim/2)` for positions `past..past + t`.
+fn rope_table(
+    config: &LlamaConfig,
+    past: usize,
+    t: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let hd = config.head_dim();
+    let inv_freq: Vec<f32> = (0..hd / 2)
+        .map(|i| (1.0 / config.rope_theta.powf(2.0 * i as f64 / hd as f64)) as f32)
+        .collect();
+    let inv_freq = Tensor::from_vec(inv_freq, (1, hd / 2), device)?;
+    let pos = Tensor::arange(past as u32, (past + t) as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((t, 1))?;
+    let freqs = pos.broadcast_mul(&inv_freq)?;
+    Ok((freqs.cos()?, freqs.sin()?))
 }
 
 /// `(t, past + t)` additive mask for `t` new tokens after `past` cached ones: 0 where a
@@ -759,6 +786,25 @@ mod tests {
         assert_eq!(m[0][..4], [0.0; 4]);
         assert!(m[0][4].is_infinite());
         assert_eq!(m[1][4], 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn rope_rows_sliced_from_the_load_time_table_equal_rows_computed_for_them() -> Result<()> {
+        let raw = r#"{"vocab_size":8,"hidden_size":16,"intermediate_size":32,
+            "num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":1,
+            "rms_norm_eps":1e-5,"rope_theta":10000.0,"max_position_embeddings":64}"#;
+        let c = config_from_hf_json(raw).expect("valid config");
+        let (cos, sin) = rope_table(&c, 0, c.max_position_embeddings, &Device::Cpu)?;
+        let (cos2, sin2) = rope_table(&c, 37, 5, &Device::Cpu)?;
+        assert_eq!(
+            cos.narrow(0, 37, 5)?.to_vec2::<f32>()?,
+            cos2.to_vec2::<f32>()?
+        );
+        assert_eq!(
+            sin.narrow(0, 37, 5)?.to_vec2::<f32>()?,
+            sin2.to_vec2::<f32>()?
+        );
         Ok(())
     }
 
