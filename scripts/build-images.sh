@@ -239,16 +239,19 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
   sed 's/^/    /; s/ [0-9a-f]\{64\}$//' "$work/packages.txt" >&2
 
   # Every shared library the binaries (and those libraries) need must be in the root filesystem.
-  local -a queue=("${bins[@]/#/$work/bin/}")
+  local -a queue=("${bins[@]/#/$work/bin/}") lib_dirs=()
   local -A seen=()
   local f n hit
+  for f in "$root/lib" "$root/usr/lib" "$root/lib64" "$cuda_libs"; do
+    [ ! -d "$f" ] || lib_dirs+=("$f")
+  done
   while [ "${#queue[@]}" -gt 0 ]; do
     f=${queue[0]}; queue=("${queue[@]:1}")
     for n in $(readelf -d "$f" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
       [ -z "${seen[$n]:-}" ] || continue
       seen[$n]=1
       [ "$n" != libcuda.so.1 ] || continue # the node's driver, mounted into GPU pods
-      hit=$(find "$root/lib" "$root/usr/lib" "$root/lib64" "$cuda_libs" -name "$n" 2>/dev/null | head -n1)
+      hit=$(find "${lib_dirs[@]}" -name "$n" 2>/dev/null | head -n1 || true)
       [ -n "$hit" ] || die "$n (needed by ${f##*/}) is not in the root filesystem"
       queue+=("$(readlink -f "$hit" 2>/dev/null || echo "$hit")")
     done
@@ -274,27 +277,50 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
     tar "${tar_opts[@]}" --owner=0 --group=0 -C "$work/layer-cuda-libs" -cf "$work/cuda-libs.tar" ./usr/local/cuda
   fi
 
-  local -A archive=() title=([hybrid-operator]="hybrid-operator" [hybrid-runtime]="hybrid-runtime")
+  # Each image: its tag, entrypoint, layers (oldest first) and what it adds to the config.
+  local -a images=(hybrid-operator hybrid-runtime)
+  [ "$do_cuda" = 0 ] || images+=(hybrid-runtime-cuda)
+  local -A archive=()
+  local -A image_tag=([hybrid-operator]=$tag [hybrid-runtime]=$tag [hybrid-runtime-cuda]=$tag-cuda)
+  local -A entry=([hybrid-operator]=hybrid-operator [hybrid-runtime]=hybrid-runtime [hybrid-runtime-cuda]=hybrid-runtime)
+  local -A layers=([hybrid-operator]="base hybrid-operator" [hybrid-runtime]="base hybrid-runtime"
+    [hybrid-runtime-cuda]="base cuda-libs hybrid-runtime-cuda")
+  local -A created_by=(
+    [base]="Debian packages $(cut -d' ' -f1,2 "$work/packages.txt" | tr ' \n' '= ' | sed 's/ $//'), /etc/passwd nonroot 65532, /tmp"
+    [hybrid-operator]="/usr/local/bin/hybrid-operator (cargo dev profile, objcopy --strip-debug)"
+    [hybrid-runtime]="/usr/local/bin/hybrid-runtime (cargo dev profile, objcopy --strip-debug)"
+    [cuda-libs]="/usr/local/cuda/lib (CUDA ${HYBRID_CUDA_VERSION:-} runtime libraries from PyPI; the driver comes from the node)"
+    [hybrid-runtime-cuda]="/usr/local/bin/hybrid-runtime (cargo dev profile, --features cuda, compute capability ${CUDA_COMPUTE_CAP:-}, objcopy --strip-debug)")
+  local -A title=([hybrid-operator]="hybrid-operator" [hybrid-runtime]="hybrid-runtime"
+    [hybrid-runtime-cuda]="hybrid-runtime (CUDA)")
+  local runtime_descr="Index, training, evaluation and serving runtime the hybrid-operator runs in Jobs and pods"
   local -A descr=(
     [hybrid-operator]="Kubernetes operator for hybrid RAG + LoRA LLM deployments (hybrid.dev)"
-    [hybrid-runtime]="Index, training, evaluation and serving runtime the hybrid-operator runs in Jobs and pods")
-  for b in hybrid-operator hybrid-runtime; do
+    [hybrid-runtime]="$runtime_descr"
+    [hybrid-runtime-cuda]="$runtime_descr, CUDA build (compute capability ${CUDA_COMPUTE_CAP:-}; needs the NVIDIA driver on the node)")
+  local -A extra_env=([hybrid-runtime-cuda]="LD_LIBRARY_PATH=/usr/local/cuda/lib NVIDIA_DRIVER_CAPABILITIES=compute,utility")
+  local t l e
+  for b in "${images[@]}"; do
     local layout=$work/oci-$b
+    t=${image_tag[$b]}
+    [ "$b" != hybrid-runtime-cuda ] ||
+      log "    hybrid-runtime:$t: compressing $(human "$(stat -c %s "$work/cuda-libs.tar")") of CUDA libraries"
     umoci init --layout "$layout"
-    umoci new --image "$layout:$tag"
-    umoci raw add-layer --image "$layout:$tag" --history.created "$created" \
-      --history.created_by "build-images.sh: Debian packages $(cut -d' ' -f1,2 "$work/packages.txt" | tr ' \n' '= ' | sed 's/ $//'), /etc/passwd nonroot 65532, /tmp" \
-      "$work/base.tar"
-    umoci raw add-layer --image "$layout:$tag" --history.created "$created" \
-      --history.created_by "build-images.sh: /usr/local/bin/$b (cargo dev profile, objcopy --strip-debug)" \
-      "$work/$b.tar"
-    umoci config --image "$layout:$tag" --no-history \
+    umoci new --image "$layout:$t"
+    for l in ${layers[$b]}; do
+      umoci raw add-layer --image "$layout:$t" --history.created "$created" \
+        --history.created_by "build-images.sh: ${created_by[$l]}" "$work/$l.tar"
+    done
+    local -a env_args=()
+    for e in ${extra_env[$b]:-}; do env_args+=(--config.env "$e"); done
+    umoci config --image "$layout:$t" --no-history \
       --created "$created" --architecture "$oci_arch" --os linux \
       --config.user 65532:65532 \
-      --config.entrypoint "/usr/local/bin/$b" \
+      --config.entrypoint "/usr/local/bin/${entry[$b]}" \
       --config.workingdir / \
       --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
       --config.env "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
+      "${env_args[@]}" \
       --config.label "org.opencontainers.image.title=${title[$b]}" \
       --config.label "org.opencontainers.image.description=${descr[$b]}" \
       --config.label "org.opencontainers.image.source=$source" \
@@ -306,41 +332,6 @@ print(m["target_directory"], op["version"], repo or "unknown")' <<<"$meta")
     archive[$b]=$work/$b.oci.tar
     tar "${tar_opts[@]}" --owner=0 --group=0 -C "$layout" -cf "${archive[$b]}" .
   done
-  if [ "$do_cuda" = 1 ]; then
-    # The runtime's CUDA build: the same base layer, the CUDA libraries, the binary.
-    local layout=$work/oci-hybrid-runtime-cuda ctag=$tag-cuda
-    log "    hybrid-runtime:$ctag: compressing $(human "$(stat -c %s "$work/cuda-libs.tar")") of CUDA libraries"
-    umoci init --layout "$layout"
-    umoci new --image "$layout:$ctag"
-    umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
-      --history.created_by "build-images.sh: Debian packages $(cut -d' ' -f1,2 "$work/packages.txt" | tr ' \n' '= ' | sed 's/ $//'), /etc/passwd nonroot 65532, /tmp" \
-      "$work/base.tar"
-    umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
-      --history.created_by "build-images.sh: /usr/local/cuda/lib (CUDA $HYBRID_CUDA_VERSION runtime libraries from PyPI; the driver comes from the node)" \
-      "$work/cuda-libs.tar"
-    umoci raw add-layer --image "$layout:$ctag" --history.created "$created" \
-      --history.created_by "build-images.sh: /usr/local/bin/hybrid-runtime (cargo dev profile, --features cuda, compute capability $CUDA_COMPUTE_CAP, objcopy --strip-debug)" \
-      "$work/hybrid-runtime-cuda.tar"
-    umoci config --image "$layout:$ctag" --no-history \
-      --created "$created" --architecture "$oci_arch" --os linux \
-      --config.user 65532:65532 \
-      --config.entrypoint /usr/local/bin/hybrid-runtime \
-      --config.workingdir / \
-      --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-      --config.env "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
-      --config.env "LD_LIBRARY_PATH=/usr/local/cuda/lib" \
-      --config.env "NVIDIA_DRIVER_CAPABILITIES=compute,utility" \
-      --config.label "org.opencontainers.image.title=hybrid-runtime (CUDA)" \
-      --config.label "org.opencontainers.image.description=${descr[hybrid-runtime]}, CUDA build (compute capability $CUDA_COMPUTE_CAP; needs the NVIDIA driver on the node)" \
-      --config.label "org.opencontainers.image.source=$source" \
-      --config.label "org.opencontainers.image.revision=$revision" \
-      --config.label "org.opencontainers.image.version=$version" \
-      --config.label "org.opencontainers.image.created=$created" \
-      --config.label "org.opencontainers.image.licenses=Apache-2.0"
-    umoci gc --layout "$layout"
-    archive[hybrid-runtime-cuda]=$work/hybrid-runtime-cuda.oci.tar
-    tar "${tar_opts[@]}" --owner=0 --group=0 -C "$layout" -cf "${archive[hybrid-runtime-cuda]}" .
-  fi
 
   # --- 5. into the cache, then images.env (last, so it never names a half-written archive) ------
   log "6/6 archives in $out_dir"

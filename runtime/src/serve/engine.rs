@@ -56,6 +56,20 @@ pub struct LlamaModel {
     pub stop_ids: Vec<u32>,
 }
 
+impl LlamaModel {
+    /// The last position's logits `(vocab,)` for `input` after `cache`, where the model computes.
+    fn last_logits(
+        &self,
+        cache: &mut KvCache,
+        input: &[u32],
+        adapter: Option<&AdapterSet>,
+    ) -> candle_core::Result<Tensor> {
+        let ids = Tensor::new(input, self.model.device())?.unsqueeze(0)?;
+        let logits = self.model.forward_cached_with(&ids, cache, adapter)?;
+        logits.squeeze(0)?.get(input.len() - 1)
+    }
+}
+
 impl TokenModel for LlamaModel {
     fn next_logits(
         &self,
@@ -63,12 +77,9 @@ impl TokenModel for LlamaModel {
         input: &[u32],
         adapter: Option<&AdapterSet>,
     ) -> Result<Vec<f32>, String> {
-        let mut run = || -> candle_core::Result<Vec<f32>> {
-            let ids = Tensor::new(input, self.model.device())?.unsqueeze(0)?;
-            let logits = self.model.forward_cached_with(&ids, cache, adapter)?;
-            logits.squeeze(0)?.get(input.len() - 1)?.to_vec1::<f32>()
-        };
-        run().map_err(|e| e.to_string())
+        self.last_logits(cache, input, adapter)
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(|e| e.to_string())
     }
 
     fn next_token(
@@ -86,16 +97,9 @@ impl TokenModel for LlamaModel {
             return Ok(sample(&logits, params.temperature, params.top_p, rng));
         }
         // Greedy: the argmax runs where the logits are; only the id comes back.
-        let mut run = || -> candle_core::Result<u32> {
-            let ids = Tensor::new(input, self.model.device())?.unsqueeze(0)?;
-            let logits = self.model.forward_cached_with(&ids, cache, adapter)?;
-            logits
-                .squeeze(0)?
-                .get(input.len() - 1)?
-                .argmax(0)?
-                .to_scalar::<u32>()
-        };
-        run().map_err(|e| e.to_string())
+        self.last_logits(cache, input, adapter)
+            .and_then(|l| l.argmax(0)?.to_scalar::<u32>())
+            .map_err(|e| e.to_string())
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String, String> {
