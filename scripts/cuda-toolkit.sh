@@ -39,16 +39,10 @@ if [[ ! -f $cache/.complete ]]; then
   done
   # nvcc looks for nvvm/ and the crt headers beside bin/, where the wheels put them.
   mkdir -p "$home/lib/stubs"
-  syms=$(grep -ohE '^pub unsafe fn cu[A-Za-z0-9_]+' \
-    "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs 2>/dev/null |
-    awk '{print $4}' | sort -u || true)
-  if [[ -z $syms ]]; then
-    # cudarc's sources arrive with `cargo fetch`; the caller runs this before building.
-    (cd "$(dirname "$0")/.." && cargo fetch --locked >/dev/null 2>&1 || cargo fetch >/dev/null)
-    syms=$(grep -ohE '^pub unsafe fn cu[A-Za-z0-9_]+' \
-      "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs |
-      awk '{print $4}' | sort -u)
-  fi
+  # The driver API's names, from cudarc's declarations (its sources arrive with `cargo fetch`).
+  cudarc_sys() { ls "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs 2>/dev/null | head -n1; }
+  [ -n "$(cudarc_sys)" ] || (cd "$(dirname "$0")/.." && cargo fetch >/dev/null)
+  syms=$(grep -ohE '^pub unsafe fn cu[A-Za-z0-9_]+' "$(cudarc_sys)" | awk '{print $4}' | sort -u)
   stub=$(mktemp -d)
   # shellcheck disable=SC2086
   printf 'int %s(void) { return 999; }\n' $syms >"$stub/libcuda.c"
