@@ -31,8 +31,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn runtime_images(&self) -> crate::build::RuntimeImages<'_> {
-        crate::build::RuntimeImages {
+    pub fn runtime_images(&self) -> crate::objects::RuntimeImages<'_> {
+        crate::objects::RuntimeImages {
             cpu: &self.runtime_image,
             cuda: &self.runtime_cuda_image,
         }
@@ -47,7 +47,7 @@ pub struct Context {
     /// Fetches HTTP sources (timeouts are set per request, `sources::HTTP_TIMEOUT`).
     pub http: reqwest::Client,
     /// When each Corpus's HTTP and scanned sources are next checked.
-    pub refresh: crate::sources::RefreshSchedule,
+    pub refresh: crate::revisioned::refresh::RefreshSchedule,
     /// Namespaces whose runtime RBAC (ServiceAccount, Role, RoleBinding) was checked.
     pub runtime_rbac: NamespaceChecks,
     /// Cancelled on SIGTERM or SIGINT: every controller stops taking work, finishes the

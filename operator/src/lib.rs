@@ -1,24 +1,22 @@
-//! Controllers of hybrid-operator. Each kind has one reconciler module shaped as a pipeline:
-//! resolve references → validate → build desired objects ([`build`], pure functions) → apply
-//! with server-side apply → status ([`status`], written only when it changed).
+//! Controllers of hybrid-operator, a folder per kind: [`corpus`], [`adapter`], [`hybridmodel`],
+//! [`servingpolicy`]. Corpus and Adapter are revisioned kinds: both plug into the one driver in
+//! [`revisioned`] (inputs → revision → Job → active revision) and bring only what differs.
+//! [`objects`] holds what every kind's pure builders share; [`cluster`] is the edge that talks
+//! to the API server (caches, Job API calls); [`status`] writes conditions only when they changed.
 
 pub mod adapter;
 pub mod admin;
 pub mod autoscaler;
-pub mod build;
-pub mod cache;
+pub mod cluster;
 pub mod context;
 pub mod corpus;
-pub mod deleted;
 pub mod digest;
 pub mod error;
 pub mod events;
 pub mod hybridmodel;
-pub mod jobs;
 pub mod metrics;
-pub mod prune;
+pub mod objects;
+pub mod revisioned;
 pub mod servingpolicy;
-pub mod slim;
-pub mod sources;
 pub mod status;
 pub mod stuck;

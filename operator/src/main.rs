@@ -4,9 +4,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
 use hybrid_operator::admin::{self, AdminState};
+use hybrid_operator::cluster::caches;
 use hybrid_operator::context::{Context, Settings};
 use hybrid_operator::metrics::Metrics;
-use hybrid_operator::{adapter, autoscaler, cache, corpus, hybridmodel, servingpolicy};
+use hybrid_operator::{autoscaler, hybridmodel, revisioned, servingpolicy};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use std::sync::Arc;
@@ -144,14 +145,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             runtime_cuda_image: args
                 .runtime_cuda_image
                 .clone()
-                .unwrap_or_else(|| hybrid_operator::build::cuda_image_of(&args.runtime_image)),
+                .unwrap_or_else(|| hybrid_operator::objects::cuda_image_of(&args.runtime_image)),
             service_monitors,
             concurrency: args.concurrency,
         },
         metrics,
         args.pod_name.clone(),
         reqwest::Client::builder()
-            .connect_timeout(hybrid_operator::sources::HTTP_TIMEOUT)
+            .connect_timeout(hybrid_operator::revisioned::sources::HTTP_TIMEOUT)
             .build()
             .context("building the HTTP client for HTTP sources")?,
         shutdown.clone(),
@@ -192,16 +193,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tick: args.autoscaler_tick,
         window: args.autoscaler_window,
     };
-    // Kinds two controllers (or the autoscaler) read are watched and cached once (cache::shared).
-    let [models, models_for_policies, models_for_autoscaler] = cache::shared(
+    // Kinds two controllers (or the autoscaler) read are watched and cached once (caches::shared).
+    let [models, models_for_policies, models_for_autoscaler] = caches::shared(
         Api::<HybridModel>::all(client.clone()),
-        cache::watch(),
-        cache::keep,
+        caches::watch(),
+        caches::keep,
     );
-    let [policies, policies_for_autoscaler] = cache::shared(
+    let [policies, policies_for_autoscaler] = caches::shared(
         Api::<ServingPolicy>::all(client.clone()),
-        cache::watch(),
-        cache::keep,
+        caches::watch(),
+        caches::keep,
     );
     let scaling_caches =
         autoscaler::Caches::from_feeds(models_for_autoscaler, policies_for_autoscaler);
@@ -222,28 +223,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // the controllers do, on SIGTERM, so the lease is released at once.
     let background = async {
         tokio::join!(
-            hybrid_operator::prune::report_retention_jobs(ctx.clone()),
-            hybrid_operator::deleted::run(ctx.clone()),
+            hybrid_operator::revisioned::stored::report_retention_jobs(ctx.clone()),
+            hybrid_operator::cluster::deletions::run(ctx.clone()),
             autoscaling,
         );
     };
-    let [corpora, corpora_for_models] = cache::shared(
+    let [corpora, corpora_for_models] = caches::shared(
         Api::<Corpus>::all(client.clone()),
-        cache::watch(),
-        cache::keep,
+        caches::watch(),
+        caches::keep,
     );
-    let [adapters, adapters_for_models] = cache::shared(
+    let [adapters, adapters_for_models] = caches::shared(
         Api::<Adapter>::all(client.clone()),
-        cache::watch(),
-        cache::keep,
+        caches::watch(),
+        caches::keep,
     );
-    let [corpus_sources, adapter_sources] = cache::source_config_maps(&client);
+    let [corpus_sources, adapter_sources] = caches::source_config_maps(&client);
     let controllers = async {
         tokio::select! {
             _ = async {
                 tokio::join!(
-                    corpus::run(ctx.clone(), corpora, corpus_sources),
-                    adapter::run(ctx.clone(), adapters, adapter_sources),
+                    revisioned::run(ctx.clone(), corpora, corpus_sources),
+                    revisioned::run(ctx.clone(), adapters, adapter_sources),
                     servingpolicy::run(ctx.clone(), models_for_policies),
                     hybridmodel::run(
                         ctx.clone(),

@@ -1,10 +1,10 @@
 //! ServingPolicy controller: validates what admission cannot and reports which HybridModels use
 //! the policy. The policy itself creates nothing; HybridModels read it.
 
-use crate::build::namespace_of;
-use crate::cache::{self, Feed, Readiness};
+use crate::cluster::caches::{self, Feed, Readiness};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
+use crate::objects::namespace_of;
 use crate::status::{Health, apply_status, set_health};
 use futures::StreamExt;
 use hybrid_crds::conditions::reasons;
@@ -25,8 +25,8 @@ pub async fn run(ctx: Arc<Context>, models: Feed<HybridModel>) {
         store: models,
         events: model_events,
         ready: readiness,
-    } = cache::spec_changes(models);
-    Controller::new(Api::<ServingPolicy>::all(client), cache::watch())
+    } = caches::spec_changes(models);
+    Controller::new(Api::<ServingPolicy>::all(client), caches::watch())
         .with_config(controller::Config::default().concurrency(ctx.settings.concurrency))
         .watches_stream(model_events, |m: HybridModel| {
             let ns = m.namespace().unwrap_or_default();
@@ -134,7 +134,7 @@ async fn reconcile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::policy;
+    use crate::objects::fixtures::policy;
 
     #[test]
     fn cross_field_problems_are_all_reported() {

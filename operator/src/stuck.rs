@@ -8,7 +8,7 @@
 //! `ImagePullBackOff` (the kubelet alternates the two while it retries, and one situation
 //! should not flip the condition back and forth).
 
-use crate::slim::{ContainerEnd, JobPod, PodState, ServingPod};
+use crate::cluster::cached_objects::{ContainerEnd, JobPod, PodState, ServingPod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::time::Duration;

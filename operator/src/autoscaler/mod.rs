@@ -25,7 +25,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use prometheus_client::{GaugeVec, IntCounterVec, Opts, Registry};
 
-use crate::cache::{Feed, Readiness};
+use crate::cluster::caches::{Feed, Readiness};
 use crate::context::Context;
 use decide::{Decision, Direction, Observation, Policy, Rule, State};
 

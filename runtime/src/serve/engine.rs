@@ -21,6 +21,17 @@ use super::metrics::Metrics;
 use crate::lora::AdapterSet;
 use crate::model::{KvCache, Llama};
 
+/// Why a generation step failed; the request fails with its text, the engine keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] candle_core::Error),
+    #[error("{0}")]
+    Decode(tokenizers::Error),
+    #[error("empty prompt")]
+    EmptyPrompt,
+}
+
 /// What the engine needs from a model: next-token logits for new input after a cache, and
 /// detokenisation. The real one is [`LlamaModel`]; tests use a fake.
 pub trait TokenModel: Send + Sync {
@@ -29,7 +40,7 @@ pub trait TokenModel: Send + Sync {
         cache: &mut KvCache,
         input: &[u32],
         adapter: Option<&AdapterSet>,
-    ) -> Result<Vec<f32>, String>;
+    ) -> Result<Vec<f32>, EngineError>;
     /// The next token: greedy at temperature 0, else sampled ([`sample`]). A model on a GPU
     /// overrides this so that greedy decoding copies one id to the host, not the logits.
     fn next_token(
@@ -39,11 +50,11 @@ pub trait TokenModel: Send + Sync {
         adapter: Option<&AdapterSet>,
         params: &SamplingParams,
         rng: &mut ChaCha8Rng,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, EngineError> {
         let logits = self.next_logits(cache, input, adapter)?;
         Ok(sample(&logits, params.temperature, params.top_p, rng))
     }
-    fn decode(&self, ids: &[u32]) -> Result<String, String>;
+    fn decode(&self, ids: &[u32]) -> Result<String, EngineError>;
     /// Ids that end a sequence (end of turn, end of text).
     fn stop_ids(&self) -> &[u32];
     /// Longest sequence (prompt + completion) the model supports.
@@ -76,10 +87,10 @@ impl TokenModel for LlamaModel {
         cache: &mut KvCache,
         input: &[u32],
         adapter: Option<&AdapterSet>,
-    ) -> Result<Vec<f32>, String> {
-        self.last_logits(cache, input, adapter)
-            .and_then(|l| l.to_vec1::<f32>())
-            .map_err(|e| e.to_string())
+    ) -> Result<Vec<f32>, EngineError> {
+        Ok(self
+            .last_logits(cache, input, adapter)
+            .and_then(|l| l.to_vec1::<f32>())?)
     }
 
     fn next_token(
@@ -89,7 +100,7 @@ impl TokenModel for LlamaModel {
         adapter: Option<&AdapterSet>,
         params: &SamplingParams,
         rng: &mut ChaCha8Rng,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, EngineError> {
         if params.temperature > 0.0 {
             // Nucleus sampling sorts the whole distribution: done on the host (one row of
             // vocabulary-size logits per token).
@@ -97,13 +108,15 @@ impl TokenModel for LlamaModel {
             return Ok(sample(&logits, params.temperature, params.top_p, rng));
         }
         // Greedy: the argmax runs where the logits are; only the id comes back.
-        self.last_logits(cache, input, adapter)
-            .and_then(|l| l.argmax(0)?.to_scalar::<u32>())
-            .map_err(|e| e.to_string())
+        Ok(self
+            .last_logits(cache, input, adapter)
+            .and_then(|l| l.argmax(0)?.to_scalar::<u32>())?)
     }
 
-    fn decode(&self, ids: &[u32]) -> Result<String, String> {
-        self.tokenizer.decode(ids, true).map_err(|e| e.to_string())
+    fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(EngineError::Decode)
     }
 
     fn stop_ids(&self) -> &[u32] {
@@ -276,7 +289,8 @@ fn run(
             let done = match outcome {
                 Ok(Ok(Turn::Continue)) => false,
                 Ok(Ok(Turn::Done)) => true,
-                Ok(Err(message)) => {
+                Ok(Err(e)) => {
+                    let message = e.to_string();
                     tracing::error!("generation failed: {message}");
                     let _ = seq.job.events.send(Event::Failed(message));
                     true
@@ -316,7 +330,7 @@ fn turn(
     seq: &mut Sequence,
     metrics: &Metrics,
     prefill_delay_per_token: Duration,
-) -> Result<Turn, String> {
+) -> Result<Turn, EngineError> {
     if seq.job.events.is_closed() {
         return Ok(Turn::Done);
     }
@@ -326,7 +340,7 @@ fn turn(
         None => seq.job.prompt.clone(),
     };
     if input.is_empty() {
-        return Err("empty prompt".into());
+        return Err(EngineError::EmptyPrompt);
     }
     if seq.generated.is_empty() && !prefill_delay_per_token.is_zero() {
         // Test-only: a prompt costs time in proportion to its length, as prefill does on a
@@ -353,7 +367,7 @@ fn turn(
             .observe((now - t).as_secs_f64()),
     }
     seq.last_token_at = Some(now);
-    let finish = |seq: &mut Sequence, reason, text_final: bool| -> Result<Turn, String> {
+    let finish = |seq: &mut Sequence, reason, text_final: bool| -> Result<Turn, EngineError> {
         if text_final {
             let text = model.decode(&seq.generated)?;
             let (delta, _) = next_delta(&text, seq.emitted, &seq.job.params.stop, true);
@@ -487,7 +501,7 @@ mod tests {
             _cache: &mut KvCache,
             input: &[u32],
             _adapter: Option<&AdapterSet>,
-        ) -> Result<Vec<f32>, String> {
+        ) -> Result<Vec<f32>, EngineError> {
             if input.contains(&999) {
                 panic!("scripted failure");
             }
@@ -505,7 +519,7 @@ mod tests {
             logits[next as usize] = 1.0;
             Ok(logits)
         }
-        fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
             Ok(ids.iter().map(|&i| i as u8 as char).collect())
         }
         fn stop_ids(&self) -> &[u32] {

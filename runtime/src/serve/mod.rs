@@ -2,13 +2,15 @@
 //! per-request LoRA adapters and retrieval from embedded index revisions (docs/runtime-serve.md).
 //!
 //! Layout: [`config`] is the contract's `config.yaml`; [`state`] loads revisions into immutable
-//! snapshots; [`engine`] owns the model on its own thread; [`api`] is the HTTP layer, talking to
-//! the engine only through channels; [`metrics`] the Prometheus series.
+//! snapshots; [`engine`] owns the model on its own thread; [`rag`] finds passages and puts them
+//! into the prompt; [`http`] is the HTTP layer, talking to the engine only through channels;
+//! [`reload`] decides when the config file is loaded again; [`metrics`] the Prometheus series.
 
-pub mod api;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod metrics;
+pub mod rag;
 pub mod reload;
 pub mod state;
 
@@ -17,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use api::AppState;
-use config::{AdapterSpec, IndexSpec, Limits, ModelFormat, ModelSpec, ServeConfig};
+use config::{AdapterSpec, ConfigError, IndexSpec, Limits, ModelFormat, ModelSpec, ServeConfig};
 use engine::{EngineSettings, LlamaModel};
+use http::AppState;
 use metrics::Metrics;
-use state::{Current, Loader};
+use reload::ReloadError;
+use state::{Current, LoadError, Loader};
 
 /// Test-only: milliseconds the engine sleeps after every decode round, to make a small model
 /// look slow (autoscaler e2e). Never set it in production.
@@ -32,6 +35,36 @@ pub const INJECT_PREFILL_DELAY_ENV: &str = "HYBRID_RUNTIME_INJECT_PREFILL_DELAY_
 
 /// How often the config file's digest is compared (contract §2: a second is enough).
 const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// Why `serve` could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("--adapter takes name=dir, got `{0}`")]
+    AdapterFlag(String),
+    #[error("--model or --config is required")]
+    NoModel,
+    #[error("--index needs --embedder (or HYBRID_EMBEDDER_DIR)")]
+    IndexWithoutEmbedder,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    LocalAddr(std::io::Error),
+    #[error("server: {0}")]
+    Server(std::io::Error),
+    #[error("starting the engine thread: {0}")]
+    EngineThread(std::io::Error),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -84,11 +117,11 @@ pub struct ServeArgs {
     pub scratch: PathBuf,
 }
 
-fn parse_adapter(s: &str) -> Result<(String, String), String> {
+fn parse_adapter(s: &str) -> Result<(String, String), ServeError> {
     s.split_once('=')
         .map(|(n, d)| (n.to_string(), d.to_string()))
         .filter(|(n, d)| !n.is_empty() && !d.is_empty())
-        .ok_or_else(|| format!("--adapter takes name=dir, got `{s}`"))
+        .ok_or_else(|| ServeError::AdapterFlag(s.to_string()))
 }
 
 fn file_digest(path: &Path) -> String {
@@ -98,17 +131,14 @@ fn file_digest(path: &Path) -> String {
 }
 
 /// The config local flags stand for, so both modes run the same code.
-pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, String> {
-    let model = args
-        .model
-        .clone()
-        .ok_or("--model or --config is required")?;
+pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, ServeError> {
+    let model = args.model.clone().ok_or(ServeError::NoModel)?;
     let format = match Path::new(&model).is_dir() {
         true => ModelFormat::Safetensors,
         false => ModelFormat::Gguf,
     };
     if !args.index.is_empty() && args.embedder.is_none() {
-        return Err("--index needs --embedder (or HYBRID_EMBEDDER_DIR)".into());
+        return Err(ServeError::IndexWithoutEmbedder);
     }
     let indexes = args
         .index
@@ -165,7 +195,7 @@ pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, String> {
         },
         device: args.device.unwrap_or_default(),
     };
-    config.validate().map_err(|e| e.to_string())?;
+    config.validate()?;
     Ok(config)
 }
 
@@ -190,10 +220,10 @@ pub fn main(args: &ServeArgs) -> i32 {
     }
 }
 
-async fn run(args: &ServeArgs) -> Result<(), String> {
+async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let (mut config, digest) = match &args.config {
         Some(path) => {
-            let (c, d) = ServeConfig::read(path).map_err(|e| e.to_string())?;
+            let (c, d) = ServeConfig::read(path)?;
             (c, Some(d))
         }
         None => (local_config(args)?, None),
@@ -211,9 +241,9 @@ async fn run(args: &ServeArgs) -> Result<(), String> {
         (_, None) => "--device",
     };
     // Chosen before anything listens, so `--device cuda` without a GPU fails at start.
-    let placement = crate::device::select(config.device, device_flag).map_err(|e| e.to_string())?;
+    let placement = crate::device::select(config.device, device_flag)?;
     crate::device::log_placement("serve", config.device, &placement);
-    let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
+    let metrics = Arc::new(Metrics::new()?);
     let state = Arc::new(AppState {
         current: Current::default(),
         base: OnceLock::new(),
@@ -234,17 +264,20 @@ async fn run(args: &ServeArgs) -> Result<(), String> {
         .set(1);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| ServeError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
     tracing::info!("listening on http://{local} (ready once the model and indexes are loaded)");
-    let app = api::router(state.clone());
+    let app = http::router(state.clone());
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal());
     let loading = load_initial(state.clone(), config, placement, args.scratch.clone());
-    let server = async { server.await.map_err(|e| format!("server: {e}")) };
+    let server = async { server.await.map_err(ServeError::Server) };
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => return r,
@@ -269,7 +302,7 @@ async fn load_initial(
     config: ServeConfig,
     placement: crate::device::Placement,
     scratch: PathBuf,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let started = std::time::Instant::now();
     let result = async {
         let base = Arc::new(state::load_base(&config, placement, &scratch).await?);
@@ -315,14 +348,14 @@ async fn load_initial(
             },
             state.metrics.clone(),
         )
-        .map_err(|e| format!("starting the engine thread: {e}"))?;
+        .map_err(ServeError::EngineThread)?;
         let loader = Arc::new(Loader::new(base.clone(), scratch));
         let snapshot = loader.load(config, None).await?;
         let _ = state.base.set(base);
         let _ = state.engine.set(engine);
         let _ = state.loader.set(loader);
         publish(&state, Arc::new(snapshot));
-        Ok::<_, String>(())
+        Ok::<_, ServeError>(())
     }
     .await;
     match &result {
@@ -334,7 +367,7 @@ async fn load_initial(
                 .with_label_values(&["error"])
                 .inc();
             if let Ok(mut slot) = state.load_error.write() {
-                *slot = Some(e.clone());
+                *slot = Some(e.to_string());
             }
         }
     }
@@ -379,18 +412,21 @@ fn publish(state: &AppState, snapshot: Arc<state::Snapshot>) {
 /// it. Returns the loaded revisions (`null` when nothing is due). A bad file leaves the current
 /// snapshot serving; a file that does not parse is not tried again, one whose revisions fail to
 /// load is tried again with backoff ([`reload::ReloadState`]).
-pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Value, String> {
+pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Value, ReloadError> {
     let path = state
         .config_path
         .as_ref()
-        .ok_or("serve runs from flags, not --config: nothing to reload")?;
+        .ok_or(ReloadError::NoConfigFile)?;
     let mut tried = state.reload.lock().await;
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|source| ReloadError::Read {
+        path: path.clone(),
+        source,
+    })?;
     let digest = config::digest(&bytes);
     if !force && !tried.due(&digest, std::time::Instant::now()) {
         return Ok(serde_json::Value::Null);
     }
-    let failed = |e: String| {
+    let failed = |e: ReloadError| {
         state
             .metrics
             .config_reload
@@ -399,8 +435,8 @@ pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Va
         e
     };
     let parsed = String::from_utf8(bytes)
-        .map_err(|e| format!("not UTF-8: {e}"))
-        .and_then(|text| ServeConfig::parse(&text).map_err(|e| e.to_string()));
+        .map_err(ReloadError::from)
+        .and_then(|text| ServeConfig::parse(&text).map_err(ReloadError::from));
     let config = match parsed {
         Ok(config) => config,
         Err(e) => {
@@ -414,15 +450,17 @@ pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Va
     let loader = state
         .loader
         .get()
-        .ok_or_else(|| failed("the initial load has not finished".into()))?;
+        .ok_or_else(|| failed(ReloadError::NotLoaded))?;
     let previous = state.current.get();
     let snapshot = match loader.load(config, previous.as_deref()).await {
         Ok(snapshot) => snapshot,
         Err(e) => {
             let (failures, delay) = tried.failed(digest, std::time::Instant::now());
-            return Err(failed(format!(
-                "{e} (attempt {failures}; trying again in {delay:?})"
-            )));
+            return Err(failed(ReloadError::Load {
+                source: Box::new(e),
+                failures,
+                delay,
+            }));
         }
     };
     tried.settle(digest);

@@ -2,9 +2,37 @@
 //! failed again after a backoff (an adapter or index revision still being written, a storage
 //! hiccup), so a transient error does not leave the pod on the old revisions until the ConfigMap
 //! changes once more; a digest that serves, or that cannot parse, never again. Pure: the clock is
-//! passed in.
+//! passed in. [`ReloadError`] says why a reload left the previous snapshot serving.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use super::config::ConfigError;
+use super::state::LoadError;
+
+/// Why a reload did not switch to the config file's content; the previous snapshot keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("serve runs from flags, not --config: nothing to reload")]
+    NoConfigFile,
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not UTF-8: {0}")]
+    NotUtf8(#[from] std::string::FromUtf8Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the initial load has not finished")]
+    NotLoaded,
+    #[error("{source} (attempt {failures}; trying again in {delay:?})")]
+    Load {
+        source: Box<LoadError>,
+        failures: u32,
+        delay: Duration,
+    },
+}
 
 /// First retry of a failed load; doubled after each failure.
 pub const RETRY_BASE: Duration = Duration::from_secs(1);

@@ -13,14 +13,108 @@ use tokenizers::Tokenizer;
 use super::config::{BASE_ADAPTER, ModelFormat, Precision, ServeConfig};
 use crate::chat::{ChatTemplate, IM_END};
 use crate::device::{DeviceChoice, Placement};
-use crate::embed::Embedder;
-use crate::index::revision::LoadedRevision;
-use crate::index::storage::{self, Location};
+use crate::embed::{EmbedError, Embedder};
+use crate::index::revision::{LoadedRevision, RevisionError};
+use crate::index::storage::{self, Location, StorageError};
 use crate::lora::{AdapterSet, peft};
 use crate::model::Llama;
 
 /// The Pod annotation the operator reads (docs/runtime-contract.md §3).
 pub const LOADED_REVISIONS_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
+
+/// Why the base model, an adapter or an index revision could not be loaded. The text names the
+/// config field at fault, as it ends up in `/readyz` and the reload logs.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{field}: {source}")]
+    Location {
+        field: &'static str,
+        source: StorageError,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("model.source {uri}: safetensors models must be a local directory")]
+    SafetensorsNotLocal { uri: String },
+    #[error(transparent)]
+    Model(#[from] candle_core::Error),
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Gguf {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
+    /// From the GGUF tokenizer builder, which reports a message.
+    #[error("{0}")]
+    GgufTokenizer(String),
+    #[error("{}: {source}", path.display())]
+    Tokenizer {
+        path: PathBuf,
+        source: tokenizers::Error,
+    },
+    #[error("loading the model: {0}")]
+    ModelTask(tokio::task::JoinError),
+    #[error("model.source changed from {from} to {to}: a new base model needs a restart")]
+    SourceChanged { from: String, to: String },
+    #[error(
+        "model.precision changed from {from} to {to}: reloading the base model needs a restart"
+    )]
+    PrecisionChanged { from: Precision, to: Precision },
+    #[error("device changed from {from} to {to}: moving the model needs a restart")]
+    DeviceChanged {
+        from: DeviceChoice,
+        to: DeviceChoice,
+    },
+    #[error("adapters[{position}] ({name}): {source}")]
+    Adapter {
+        position: usize,
+        name: String,
+        source: Box<LoadError>,
+    },
+    #[error("indexes[{position}] ({corpus}): {source}")]
+    Index {
+        position: usize,
+        corpus: String,
+        source: Box<LoadError>,
+    },
+    #[error("dimensions is {declared} but the embedder {embedder} gives {actual}")]
+    Dimensions {
+        declared: usize,
+        embedder: String,
+        actual: usize,
+    },
+    #[error(transparent)]
+    Revision(#[from] RevisionError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// From the PEFT reader, which reports a message.
+    #[error("{0}")]
+    Peft(String),
+    #[error("embedder {dir}: must be a local directory")]
+    EmbedderNotLocal { dir: String },
+    #[error(transparent)]
+    Embedder(#[from] EmbedError),
+    #[error("embedder cache poisoned")]
+    EmbedderCachePoisoned,
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why the loaded revisions could not be reported on the Pod.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("patching pod {namespace}/{name}: {source}")]
+    Patch {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+}
 
 pub struct BaseModel {
     pub model: Arc<Llama>,
@@ -100,8 +194,8 @@ impl Snapshot {
     }
 }
 
-fn location_path(uri: &str, what: &str) -> Result<Option<PathBuf>, String> {
-    match Location::parse(uri).map_err(|e| format!("{what}: {e}"))? {
+fn location_path(uri: &str, field: &'static str) -> Result<Option<PathBuf>, LoadError> {
+    match Location::parse(uri).map_err(|source| LoadError::Location { field, source })? {
         Location::Local(p) => Ok(Some(p)),
         _ => Ok(None),
     }
@@ -113,35 +207,43 @@ pub async fn load_base(
     config: &ServeConfig,
     placement: Placement,
     scratch: &Path,
-) -> Result<BaseModel, String> {
+) -> Result<BaseModel, LoadError> {
     let source = &config.model.source;
     let path = match location_path(source, "model.source")? {
         Some(p) => p,
         None if config.model.format == ModelFormat::Safetensors => {
-            return Err(format!(
-                "model.source {source}: safetensors models must be a local directory"
-            ));
+            return Err(LoadError::SafetensorsNotLocal {
+                uri: source.clone(),
+            });
         }
         None => {
-            let loc = Location::parse(source).map_err(|e| e.to_string())?;
+            let loc = Location::parse(source)?;
             storage::fetch(&loc, &scratch.join("model"))
                 .await
-                .map_err(|e| format!("model.source: {e}"))?
+                .map_err(|source| LoadError::Location {
+                    field: "model.source",
+                    source,
+                })?
         }
     };
     let format = config.model.format;
     let precision = config.model.precision();
     let device = placement.device.clone();
-    let load = move || -> Result<(Llama, Tokenizer, ChatTemplate), String> {
+    let load = move || -> Result<(Llama, Tokenizer, ChatTemplate), LoadError> {
         match format {
             ModelFormat::Gguf => {
-                let model = Llama::from_gguf(&path, precision.base_weights(), &device)
-                    .map_err(|e| e.to_string())?;
-                let mut file = std::fs::File::open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-                let content = gguf_file::Content::read(&mut file)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let tokenizer = crate::tokenizer::from_gguf_content(&content)?;
+                let model = Llama::from_gguf(&path, precision.base_weights(), &device)?;
+                let mut file = std::fs::File::open(&path).map_err(|source| LoadError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
+                let content =
+                    gguf_file::Content::read(&mut file).map_err(|source| LoadError::Gguf {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let tokenizer = crate::tokenizer::from_gguf_content(&content)
+                    .map_err(LoadError::GgufTokenizer)?;
                 let template = content
                     .metadata
                     .get("tokenizer.chat_template")
@@ -151,18 +253,20 @@ pub async fn load_base(
                 Ok((model, tokenizer, template))
             }
             ModelFormat::Safetensors => {
-                let model =
-                    Llama::from_safetensors_dir(&path, &device).map_err(|e| e.to_string())?;
+                let model = Llama::from_safetensors_dir(&path, &device)?;
                 let tok_path = path.join("tokenizer.json");
-                let tokenizer = Tokenizer::from_file(&tok_path)
-                    .map_err(|e| format!("{}: {e}", tok_path.display()))?;
+                let tokenizer =
+                    Tokenizer::from_file(&tok_path).map_err(|source| LoadError::Tokenizer {
+                        path: tok_path.clone(),
+                        source,
+                    })?;
                 Ok((model, tokenizer, ChatTemplate::default()))
             }
         }
     };
     let (model, tokenizer, template) = tokio::task::spawn_blocking(load)
         .await
-        .map_err(|e| format!("loading the model: {e}"))??;
+        .map_err(LoadError::ModelTask)??;
     let stop_ids = [IM_END, "<|endoftext|>", "</s>"]
         .iter()
         .filter_map(|t| tokenizer.token_to_id(t))
@@ -199,25 +303,25 @@ impl Loader {
         &self,
         config: ServeConfig,
         previous: Option<&Snapshot>,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, LoadError> {
         let (source, format, precision) = &self.base.source;
         if (&config.model.source, config.model.format) != (source, *format) {
-            return Err(format!(
-                "model.source changed from {source} to {}: a new base model needs a restart",
-                config.model.source
-            ));
+            return Err(LoadError::SourceChanged {
+                from: source.clone(),
+                to: config.model.source.clone(),
+            });
         }
         if config.model.precision() != *precision {
-            return Err(format!(
-                "model.precision changed from {precision} to {}: reloading the base model needs a restart",
-                config.model.precision()
-            ));
+            return Err(LoadError::PrecisionChanged {
+                from: *precision,
+                to: config.model.precision(),
+            });
         }
         if config.device != self.base.device {
-            return Err(format!(
-                "device changed from {} to {}: moving the model needs a restart",
-                self.base.device, config.device
-            ));
+            return Err(LoadError::DeviceChanged {
+                from: self.base.device,
+                to: config.device,
+            });
         }
         let mut adapters = Vec::new();
         for (i, spec) in config.adapters.iter().enumerate() {
@@ -234,10 +338,13 @@ impl Loader {
             let adapter = match reused {
                 Some(a) => a,
                 None => {
-                    let weights = self
-                        .load_adapter(&spec.artifact_uri)
-                        .await
-                        .map_err(|e| format!("adapters[{i}] ({}): {e}", spec.name))?;
+                    let weights = self.load_adapter(&spec.artifact_uri).await.map_err(|e| {
+                        LoadError::Adapter {
+                            position: i,
+                            name: spec.name.clone(),
+                            source: Box::new(e),
+                        }
+                    })?;
                     tracing::info!(adapter = %spec.name, revision = %spec.revision, "adapter loaded");
                     Arc::new(LoadedAdapter {
                         name: spec.name.clone(),
@@ -265,20 +372,24 @@ impl Loader {
             let index = match reused {
                 Some(x) => x,
                 None => {
-                    let field = |e: String| format!("indexes[{i}] ({}): {e}", spec.corpus);
+                    let field = |e: LoadError| LoadError::Index {
+                        position: i,
+                        corpus: spec.corpus.clone(),
+                        source: Box::new(e),
+                    };
                     let embedder = self.embedder(&spec.embedder).await.map_err(field)?;
                     if let Some(d) = spec.dimensions
                         && d != embedder.dimension()
                     {
-                        return Err(field(format!(
-                            "dimensions is {d} but the embedder {} gives {}",
-                            spec.embedder,
-                            embedder.dimension()
-                        )));
+                        return Err(field(LoadError::Dimensions {
+                            declared: d,
+                            embedder: spec.embedder.clone(),
+                            actual: embedder.dimension(),
+                        }));
                     }
                     let index = LoadedRevision::open(&spec.location, &self.scratch.join("indexes"))
                         .await
-                        .map_err(|e| field(e.to_string()))?;
+                        .map_err(|e| field(e.into()))?;
                     tracing::info!(corpus = %spec.corpus, revision = %spec.revision, "index loaded");
                     Arc::new(LoadedIndex {
                         corpus: spec.corpus.clone(),
@@ -302,20 +413,17 @@ impl Loader {
         })
     }
 
-    async fn load_adapter(&self, uri: &str) -> Result<AdapterSet, String> {
+    async fn load_adapter(&self, uri: &str) -> Result<AdapterSet, LoadError> {
         let (dir, _download) = match location_path(uri, "artifactUri")? {
             Some(dir) => (dir, None),
             None => {
-                let loc = Location::parse(uri).map_err(|e| e.to_string())?;
-                std::fs::create_dir_all(&self.scratch).map_err(|e| e.to_string())?;
+                let loc = Location::parse(uri)?;
+                std::fs::create_dir_all(&self.scratch)?;
                 let tmp = tempfile::Builder::new()
                     .prefix("adapter-")
-                    .tempdir_in(&self.scratch)
-                    .map_err(|e| e.to_string())?;
+                    .tempdir_in(&self.scratch)?;
                 for name in [peft::CONFIG_FILE, peft::WEIGHTS_FILE] {
-                    storage::fetch(&loc.join(name), tmp.path())
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    storage::fetch(&loc.join(name), tmp.path()).await?;
                 }
                 (tmp.path().to_path_buf(), Some(tmp))
             }
@@ -325,31 +433,30 @@ impl Loader {
         tokio::task::spawn_blocking(move || {
             peft::read(&model.config, model.layers.len(), &dir, &device)
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
+        .map_err(LoadError::Peft)
     }
 
-    async fn embedder(&self, dir: &str) -> Result<Arc<Embedder>, String> {
+    async fn embedder(&self, dir: &str) -> Result<Arc<Embedder>, LoadError> {
         let cached = self
             .embedders
             .lock()
-            .map_err(|_| "embedder cache poisoned".to_string())?
+            .map_err(|_| LoadError::EmbedderCachePoisoned)?
             .get(dir)
             .cloned();
         if let Some(e) = cached {
             return Ok(e);
         }
-        let path = location_path(dir, "embedder")?
-            .ok_or_else(|| format!("embedder {dir}: must be a local directory"))?;
+        let path = location_path(dir, "embedder")?.ok_or_else(|| LoadError::EmbedderNotLocal {
+            dir: dir.to_string(),
+        })?;
         let placement = self.base.placement.clone();
-        let embedder = tokio::task::spawn_blocking(move || Embedder::load_for(&path, &placement))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let embedder =
+            tokio::task::spawn_blocking(move || Embedder::load_for(&path, &placement)).await??;
         let embedder = Arc::new(embedder);
         self.embedders
             .lock()
-            .map_err(|_| "embedder cache poisoned".to_string())?
+            .map_err(|_| LoadError::EmbedderCachePoisoned)?
             .insert(dir.to_string(), embedder.clone());
         Ok(embedder)
     }
@@ -373,7 +480,7 @@ impl Current {
 
 /// Writes the loaded revisions to this Pod's annotation when `POD_NAME` and `POD_NAMESPACE` are
 /// set (downward API); otherwise does nothing.
-pub async fn annotate_pod(revisions: &serde_json::Value) -> Result<(), String> {
+pub async fn annotate_pod(revisions: &serde_json::Value) -> Result<(), ReportError> {
     let (Ok(name), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
     else {
         return Ok(());
@@ -382,13 +489,17 @@ pub async fn annotate_pod(revisions: &serde_json::Value) -> Result<(), String> {
     use kube::api::{Api, Patch, PatchParams};
     let client = kube::Client::try_default()
         .await
-        .map_err(|e| format!("kubernetes client: {e}"))?;
+        .map_err(ReportError::Client)?;
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let patch = serde_json::json!({
         "metadata": {"annotations": {LOADED_REVISIONS_ANNOTATION: revisions.to_string()}}
     });
     pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(|e| format!("patching pod {namespace}/{name}: {e}"))?;
+        .map_err(|source| ReportError::Patch {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
     Ok(())
 }

@@ -2,11 +2,11 @@
 //! `hybrid-runtime <command>` container with no GPUs and no placement (it runs anywhere its
 //! volumes attach), the restricted security profile, and its result in the termination message.
 
-use super::{
+use crate::error::Result;
+use crate::objects::{
     RESULT_PATH, compute_resources, controller_ref, namespace_of, restricted_container_security,
     restricted_pod_security,
 };
-use crate::error::Result;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, PodSpec, PodTemplateSpec, Volume, VolumeMount,
@@ -16,7 +16,7 @@ use kube::Resource;
 use std::collections::BTreeMap;
 
 /// What differs between the small Jobs.
-pub struct SmallJob {
+pub struct UtilityJob {
     pub name: String,
     /// The runtime subcommand, also the container's name.
     pub command: &'static str,
@@ -36,9 +36,9 @@ pub struct SmallJob {
 }
 
 /// The Job, owned by `owner` (a controller reference) in its namespace.
-pub fn small_job<K: Resource<DynamicType = ()>>(
+pub fn utility_job<K: Resource<DynamicType = ()>>(
     owner: &K,
-    job: SmallJob,
+    job: UtilityJob,
     runtime_image: &str,
 ) -> Result<Job> {
     let mut args = vec![job.command.to_owned()];
@@ -59,7 +59,7 @@ pub fn small_job<K: Resource<DynamicType = ()>>(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(job.labels),
-                    annotations: super::job_pod_annotations(owner)?,
+                    annotations: crate::objects::job_pod_annotations(owner)?,
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -1,18 +1,16 @@
 //! HybridModel controller: resolve the Corpus, Adapter and ServingPolicy references, validate,
 //! build the runtime config, Deployment, Service and PDB, apply them, report status.
 
-use crate::build::loaded::{self, LoadedReport};
-use crate::build::serving::{
-    RuntimeRbac, SERVING_PROGRESS_DEADLINE_SECONDS, ServingInputs, ServingObjects, endpoint,
-    selector_string, serving_objects, top_k,
-};
-use crate::build::{
-    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, label_value, name_of, namespace_of,
-};
-use crate::cache::{self, Feed, Readiness, cached, keep};
+pub mod loaded_report;
+pub mod serving;
+
+use crate::cluster::cached_objects::ServingPod;
+use crate::cluster::caches::{self, Feed, Readiness, cached, keep};
 use crate::context::{Context, RESYNC, error_policy};
 use crate::error::{Error, Result};
-use crate::slim::ServingPod;
+use crate::objects::{
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, label_value, name_of, namespace_of,
+};
 use crate::status::{FIELD_MANAGER, Health, apply_status, set_condition, set_health};
 use crate::stuck::{self, Stuck};
 use futures::StreamExt;
@@ -29,8 +27,13 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
+use loaded_report::LoadedReport;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serving::{
+    RuntimeRbac, SERVING_PROGRESS_DEADLINE_SECONDS, ServingInputs, ServingObjects, endpoint,
+    selector_string, serving_objects, top_k,
+};
 use std::sync::Arc;
 
 pub const KIND: &str = "HybridModel";
@@ -101,7 +104,7 @@ pub async fn run(
     let (deployments, deployment_events) = cached(
         Api::<Deployment>::all(client.clone()),
         serving(),
-        cache::compact_deployment,
+        caches::compact_deployment,
     );
     let (services, service_events) = cached(Api::<Service>::all(client.clone()), serving(), keep);
     let (pdbs, pdb_events) = cached(
@@ -115,7 +118,7 @@ pub async fn run(
     let (pods, pod_events) = cached(
         Api::<ServingPod>::all(client.clone()),
         serving(),
-        cache::trim_serving_pod,
+        caches::trim_serving_pod,
     );
     let Feed {
         store: corpora,
@@ -133,7 +136,7 @@ pub async fn run(
         store: policies,
         events: policy_events,
         ready: policies_ready,
-    } = cache::spec_changes(policies);
+    } = caches::spec_changes(policies);
     let caches = Caches {
         policies,
         corpora,
@@ -256,7 +259,7 @@ fn resolve(
 /// Watch config for what serves a model (pods, and the objects the operator applies for it): the
 /// operator's label and the serving component.
 fn serving() -> watcher::Config {
-    cache::watch().labels(&format!(
+    caches::watch().labels(&format!(
         "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_COMPONENT}=serving"
     ))
 }
@@ -287,7 +290,7 @@ where
         None => api.get_opt(name).await?.map(Arc::new),
     };
     if let Some(live) = live
-        && crate::build::is_applied(&body, &cache::live_json(&*live)?)
+        && crate::objects::is_applied(&body, &caches::live_json(&*live)?)
     {
         return Ok(live);
     }
@@ -334,10 +337,10 @@ async fn apply_service_monitor(ctx: &Context, ns: &str, model: &HybridModel) -> 
     let resource = kube::api::ApiResource::from_gvk(&gvk);
     let api: Api<kube::api::DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &resource);
-    let mut body = crate::build::serving::service_monitor(model)?;
+    let mut body = crate::hybridmodel::serving::service_monitor(model)?;
     let name = name_of(model)?;
     if let Some(live) = api.get_opt(&name).await?
-        && crate::build::is_applied(&body, &serde_json::to_value(&live)?)
+        && crate::objects::is_applied(&body, &serde_json::to_value(&live)?)
     {
         return Ok(());
     }
@@ -407,7 +410,7 @@ async fn reconcile(
     });
     // The cache holds serving pods only (its watch selects the component).
     let pods: Vec<&ServingPod> = pods.iter().map(|p| &**p).collect();
-    let report = loaded::fold(&pods, &objects.serving_revision);
+    let report = loaded_report::fold(&pods, &objects.serving_revision);
     let stuck = crate::stuck::first_stuck(&pods);
 
     let status = serving_status(
@@ -679,7 +682,7 @@ pub fn serving_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::model;
+    use crate::objects::fixtures::model;
     use crate::status::{find, is_true};
 
     const MODEL: &str = r#"
@@ -755,19 +758,19 @@ spec:
     /// The status of MODEL served by `deployment` with these pods.
     fn rollout(deployment: &Deployment, pods: &[&ServingPod]) -> HybridModelStatus {
         let m = model(MODEL);
-        let p = crate::build::fixtures::policy(POLICY);
+        let p = crate::objects::fixtures::policy(POLICY);
         let objects = serving_objects(&ServingInputs {
             model: &m,
             policy: &p,
             adapters: &[],
             corpora: &[],
-            runtime_images: crate::build::RuntimeImages {
+            runtime_images: crate::objects::RuntimeImages {
                 cpu: "ghcr.io/hybrid/runtime:1",
                 cuda: "ghcr.io/hybrid/runtime:1-cuda",
             },
         })
         .expect("objects");
-        let report = loaded::fold(pods, &objects.serving_revision);
+        let report = loaded_report::fold(pods, &objects.serving_revision);
         let stuck = stuck::first_stuck(pods);
         serving_status(
             &m,

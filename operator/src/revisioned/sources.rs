@@ -2,17 +2,18 @@
 //! PVC and S3 sources, which a scan Job lists (`build::scan_job`). Both are checked when their
 //! spec is new and again every `refreshInterval`.
 
-use crate::build::job_result::parse_scan_report;
-use crate::build::revision::RemoteDigests;
-use crate::build::scan_job::{
-    SCAN_DEADLINE_SECONDS, ScanOwner, scan_job, scan_job_name, scan_sources_key,
-};
-use crate::build::{name_of, namespace_of};
-use crate::cache::OwnerCaches;
+use crate::cluster::caches::OwnerCaches;
+use crate::cluster::job_api;
 use crate::context::Context;
 use crate::digest::hex;
 use crate::error::{Error, Result};
-use crate::jobs;
+use crate::objects::{name_of, namespace_of};
+use crate::revisioned::inputs::RemoteDigests;
+use crate::revisioned::jobs;
+use crate::revisioned::results::parse_scan_report;
+use crate::revisioned::scan_job::{
+    SCAN_DEADLINE_SECONDS, ScanOwner, scan_job, scan_job_name, scan_sources_key,
+};
 use crate::status::set_condition;
 use hybrid_crds::CorpusStatus;
 use hybrid_crds::common::{Conditions, DataSource};
@@ -24,8 +25,7 @@ use kube::{Api, Resource};
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use sha2::{Digest as _, Sha256};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// One HTTP check may take this long in all (connect, headers, body); a slow server must not
@@ -273,7 +273,7 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get(crate::build::LABEL_REVISION))
+            .and_then(|l| l.get(crate::objects::LABEL_REVISION))
             .cloned();
         let current_scan = job_key.is_some() && job_key == scan_key;
         let stuck = caches.stuck(&ns, &scan_name);
@@ -290,13 +290,13 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
                         jobs::stuck_failure(stuck)
                     ));
                 }
-                jobs::delete(jobs_api, &scan_name).await?;
+                job_api::delete(jobs_api, &scan_name).await?;
             }
             jobs::JobPhase::Running if current_scan => {
                 check.scan_running = true;
                 check.scan_stuck = stuck;
             }
-            jobs::JobPhase::Running => jobs::delete(jobs_api, &scan_name).await?,
+            jobs::JobPhase::Running => job_api::delete(jobs_api, &scan_name).await?,
             phase => {
                 let state = caches
                     .terminated(&ctx.client, &ns, &scan_name, "scan")
@@ -338,7 +338,7 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
                         )),
                     }
                 }
-                jobs::delete(jobs_api, &scan_name).await?;
+                job_api::delete(jobs_api, &scan_name).await?;
             }
         }
     }
@@ -377,7 +377,7 @@ pub async fn check_remote_sources<K: Resource<DynamicType = ()>>(
                 scan_key.as_deref().unwrap_or_default(),
                 &ctx.settings.runtime_image,
             )?;
-            if jobs::create_if_absent(jobs_api, &job).await?.1 {
+            if job_api::create_if_absent(jobs_api, &job).await?.1 {
                 ctx.metrics.job_started("scan");
             }
             check.scan_running = true;
@@ -521,93 +521,6 @@ impl SourcesStatus for hybrid_crds::AdapterStatus {
     }
 }
 
-/// When each Corpus's or Adapter's HTTP and scanned sources are next due for a check, kept by this process
-/// only. It is not status: recording every check there would write each Corpus every
-/// `refreshInterval` although nothing changed. After a restart, a Corpus whose stored digests
-/// still match its spec is first checked one `refreshInterval` later, so a restart alone starts
-/// no Job and writes nothing.
-#[derive(Default)]
-pub struct RefreshSchedule {
-    next: Mutex<HashMap<String, Planned>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Planned {
-    /// Digest of the source specs the plan was made for; a spec change makes a new plan.
-    sources: String,
-    at: Instant,
-}
-
-impl RefreshSchedule {
-    /// Whether the sources of `key` (a Corpus uid) are due for a check now. `stale` says the
-    /// stored digests do not cover the current sources (new Corpus, changed spec): they are
-    /// checked at once unless a failed check of the same sources waits for its retry.
-    pub fn due(
-        &self,
-        key: &str,
-        sources: &str,
-        stale: bool,
-        refresh: Option<Duration>,
-        now: Instant,
-    ) -> bool {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        match next.get(key).filter(|p| p.sources == sources) {
-            Some(planned) => now >= planned.at,
-            None if stale => true,
-            None => {
-                if let Some(refresh) = refresh {
-                    next.insert(
-                        key.to_owned(),
-                        Planned {
-                            sources: sources.to_owned(),
-                            at: now + refresh,
-                        },
-                    );
-                }
-                false
-            }
-        }
-    }
-
-    /// Records a check made now: the next one comes after `refresh`, or sooner when `stale`
-    /// (the check failed and nothing stands in for it). No plan at all when neither applies.
-    pub fn checked(
-        &self,
-        key: &str,
-        sources: &str,
-        stale: bool,
-        refresh: Option<Duration>,
-        now: Instant,
-    ) {
-        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let wait = match (stale, refresh) {
-            (true, Some(r)) => Some(r.min(RETRY_FAILED_CHECK)),
-            (true, None) => Some(RETRY_FAILED_CHECK),
-            (false, r) => r,
-        };
-        match wait {
-            Some(wait) => {
-                next.insert(
-                    key.to_owned(),
-                    Planned {
-                        sources: sources.to_owned(),
-                        at: now + wait,
-                    },
-                );
-            }
-            None => {
-                next.remove(key);
-            }
-        }
-    }
-
-    /// How long until the next planned check of `key`, if one is planned.
-    pub fn wait(&self, key: &str, now: Instant) -> Option<Duration> {
-        let next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        next.get(key).map(|p| p.at.saturating_duration_since(now))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,53 +560,6 @@ mod tests {
             assert!(err.starts_with("spec.refreshInterval"), "{err}");
             assert!(err.contains(needle), "{text}: {err}");
         }
-    }
-
-    #[test]
-    fn schedule_checks_new_sources_at_once_and_known_ones_every_interval() {
-        let s = RefreshSchedule::default();
-        let t0 = Instant::now();
-        let hour = Some(Duration::from_secs(3600));
-        // New Corpus: due at once.
-        assert!(s.due("uid", "k1", true, hour, t0));
-        s.checked("uid", "k1", false, hour, t0);
-        assert!(!s.due("uid", "k1", false, hour, t0 + Duration::from_secs(10)));
-        assert!(s.due("uid", "k1", false, hour, t0 + Duration::from_secs(3600)));
-        // A spec change is due at once, whatever the plan said.
-        assert!(s.due("uid", "k2", true, hour, t0 + Duration::from_secs(20)));
-        // A failed check with nothing to stand in: retried after a minute, not at every pass.
-        s.checked("uid", "k2", true, hour, t0);
-        assert!(!s.due("uid", "k2", true, hour, t0 + Duration::from_secs(30)));
-        assert!(s.due("uid", "k2", true, hour, t0 + Duration::from_secs(60)));
-    }
-
-    #[test]
-    fn without_an_interval_only_new_sources_are_checked() {
-        let s = RefreshSchedule::default();
-        let t0 = Instant::now();
-        assert!(s.due("uid", "k1", true, None, t0));
-        s.checked("uid", "k1", false, None, t0);
-        assert!(!s.due(
-            "uid",
-            "k1",
-            false,
-            None,
-            t0 + Duration::from_secs(86400 * 30)
-        ));
-        assert_eq!(s.wait("uid", t0), None);
-    }
-
-    #[test]
-    fn a_restart_with_valid_digests_waits_one_interval() {
-        let s = RefreshSchedule::default();
-        let t0 = Instant::now();
-        let hour = Some(Duration::from_secs(3600));
-        assert!(
-            !s.due("uid", "k1", false, hour, t0),
-            "first sight, digests valid"
-        );
-        assert_eq!(s.wait("uid", t0), Some(Duration::from_secs(3600)));
-        assert!(s.due("uid", "k1", false, hour, t0 + Duration::from_secs(3600)));
     }
 
     #[test]

@@ -3,15 +3,15 @@
 //! listing, which the operator folds into the content or training revision. One per owner at a
 //! time, under a fixed name, deleted once its result is read.
 
-use super::index_job::{s3_env, source_arg};
-use super::small_job::{SmallJob, small_job};
-use super::storage::ClaimMounts;
-use super::{
+use crate::digest::ContentDigest;
+use crate::error::Result;
+use crate::objects::data_sources::{s3_env, source_arg};
+use crate::objects::storage::ClaimMounts;
+use crate::objects::{
     LABEL_ADAPTER, LABEL_COMPONENT, LABEL_CORPUS, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY,
     name_of,
 };
-use crate::digest::ContentDigest;
-use crate::error::Result;
+use crate::revisioned::utility_job::{UtilityJob, utility_job};
 use hybrid_crds::common::DataSource;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume, VolumeMount};
@@ -128,14 +128,14 @@ pub fn scan_job<K: Resource<DynamicType = ()>>(
     mounts.extend(claim_mounts);
 
     let labels = BTreeMap::from([
-        (kind.label.to_owned(), super::label_value(&name)),
+        (kind.label.to_owned(), crate::objects::label_value(&name)),
         (LABEL_REVISION.to_owned(), sources_key.to_owned()),
         (LABEL_COMPONENT.to_owned(), "scan".to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
     ]);
-    small_job(
+    utility_job(
         owner,
-        SmallJob {
+        UtilityJob {
             name: scan_job_name(&name, kind),
             command: "scan",
             args,
@@ -156,7 +156,7 @@ pub fn scan_job<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::*;
+    use crate::objects::fixtures::*;
 
     #[test]
     fn scan_job_lists_only_the_pvc_and_s3_sources_read_only() {

@@ -78,7 +78,7 @@ where
     // `Api<PartialObjectMeta<K>>` lists and watches metadata only.
     let events = watcher(
         Api::<PartialObjectMeta<K>>::all(ctx.client.clone()),
-        crate::cache::watch(),
+        crate::cluster::caches::watch(),
     )
     .default_backoff();
     futures::pin_mut!(events);

@@ -16,14 +16,15 @@
 //! two resources can share one. A location another Corpus or Adapter still lists, in any
 //! namespace, is never deleted.
 
-use crate::build::prune_job::{
-    COMPONENT, LABEL_PRUNE_FOR, PruneFor, normalized, prune_job, prune_job_name,
-};
-use crate::build::{LABEL_ADAPTER, LABEL_CORPUS, name_of, namespace_of};
+use crate::cluster::cached_objects::JobPod;
+use crate::cluster::job_api;
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::jobs::{self, JobPhase};
-use crate::slim::JobPod;
+use crate::objects::{LABEL_ADAPTER, LABEL_CORPUS, name_of, namespace_of};
+use crate::revisioned::jobs::{self, JobPhase};
+use crate::revisioned::prune_job::{
+    COMPONENT, LABEL_PRUNE_FOR, PruneFor, normalized, prune_job, prune_job_name,
+};
 use futures::StreamExt;
 use hybrid_crds::{Adapter, AdapterStatus, Corpus, CorpusStatus};
 use k8s_openapi::NamespaceResourceScope;
@@ -170,7 +171,8 @@ pub async fn prune<K: Stored>(
     )?;
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    if jobs_api.get_opt(&name).await?.is_none() && jobs::create_if_absent(&jobs_api, &job).await?.1
+    if jobs_api.get_opt(&name).await?.is_none()
+        && job_api::create_if_absent(&jobs_api, &job).await?.1
     {
         ctx.metrics.job_started("prune");
         ctx.event(
@@ -273,14 +275,14 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
         .list(&ListParams::default().labels(&format!(
             "{}={},{}!={}",
             K::OWNER_LABEL,
-            crate::build::label_value(&owner),
-            crate::build::LABEL_COMPONENT,
+            crate::objects::label_value(&owner),
+            crate::objects::LABEL_COMPONENT,
             COMPONENT
         )))
         .await?;
     for job in &running.items {
         if matches!(jobs::job_phase(job), JobPhase::Running) {
-            jobs::delete(&jobs_api, &job.name_any()).await?;
+            job_api::delete(&jobs_api, &job.name_any()).await?;
         }
     }
 
@@ -331,7 +333,7 @@ pub async fn finalize<K: Stored>(ctx: &Context, api: &Api<K>, obj: &K) -> Result
         JobPhase::Failed => {
             ctx.metrics.job_finished("prune", false, &ns, &owner);
             let pods: Api<JobPod> = Api::namespaced(ctx.client.clone(), &ns);
-            let state = jobs::terminated(&pods, &job_name, "prune").await?;
+            let state = job_api::terminated(&pods, &job_name, "prune").await?;
             let why = jobs::failure_message(state.as_ref(), "prune", runtime_error_message);
             let why = format!("prune Job {job_name} failed ({why})");
             let_go(ctx, api, obj, &why, &locations).await
@@ -372,15 +374,15 @@ pub async fn report_retention_jobs(ctx: Arc<Context>) {
     let jobs = Api::<Job>::all(ctx.client.clone());
     let selector = format!(
         "{}={COMPONENT},{LABEL_PRUNE_FOR}={},{}={}",
-        crate::build::LABEL_COMPONENT,
+        crate::objects::LABEL_COMPONENT,
         PruneFor::Retention.label(),
-        crate::build::LABEL_MANAGED_BY,
-        crate::build::MANAGED_BY
+        crate::objects::LABEL_MANAGED_BY,
+        crate::objects::MANAGED_BY
     );
     let reported = std::sync::Mutex::new(BTreeSet::<String>::new());
     let ctx = &ctx;
     let reported = &reported;
-    watcher(jobs, crate::cache::watch().labels(&selector))
+    watcher(jobs, crate::cluster::caches::watch().labels(&selector))
         .default_backoff()
         .applied_objects()
         .for_each(|job| async move {
@@ -441,7 +443,10 @@ async fn report(ctx: &Context, job: &Job, succeeded: bool) {
         .map(|w| w[1].clone())
         .collect();
     let pods: Api<JobPod> = Api::namespaced(ctx.client.clone(), &ns);
-    let state = jobs::terminated(&pods, &name, "prune").await.ok().flatten();
+    let state = job_api::terminated(&pods, &name, "prune")
+        .await
+        .ok()
+        .flatten();
     let why = jobs::failure_message(state.as_ref(), "prune", runtime_error_message);
     let event = kube::runtime::events::Event {
         type_: kube::runtime::events::EventType::Warning,
@@ -485,7 +490,7 @@ pub fn is_finalizing<K: Resource>(obj: &K) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::*;
+    use crate::objects::fixtures::*;
     use hybrid_crds::corpus::IndexRevision;
 
     fn revision(location: &str) -> IndexRevision {

@@ -7,16 +7,14 @@
 //! (`stuck::diagnose`) is reported as such while it waits, and once it has waited past the
 //! bound of its state it counts as a failed attempt like any other (and is deleted).
 
-use crate::error::{Error, Result};
-use crate::slim::{JobPod, JobState};
+use crate::cluster::cached_objects::{JobPod, JobState};
+
 use crate::stuck::{Stuck, human, log_tail};
 use hybrid_crds::common::{JobRecord, RetryState};
 use k8s_openapi::api::batch::v1::{Job, JobStatus};
 use k8s_openapi::api::core::v1::ContainerStateTerminated;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use std::time::Duration;
 
 /// Failed attempts at one revision before the resource is Stalled.
@@ -223,19 +221,6 @@ pub fn finished_at(job: &impl JobView) -> Option<Time> {
 /// The label the Job controller puts on a Job's pods.
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
-/// The terminated state of `container` in the Job's newest pod (reason, exit code, message),
-/// read from the apiserver.
-pub async fn terminated(
-    pods: &Api<JobPod>,
-    job_name: &str,
-    container: &str,
-) -> Result<Option<ContainerStateTerminated>> {
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={job_name}")))
-        .await?;
-    Ok(newest_terminated(list.items.iter(), container))
-}
-
 /// The terminated state of `container` in the newest of a Job's `pods`.
 pub fn newest_terminated<'a>(
     pods: impl Iterator<Item = &'a JobPod>,
@@ -300,38 +285,6 @@ pub fn job_failure_message(
     }
 }
 
-/// Creates the Job unless it exists; true when this call created it (a watch cache a moment
-/// behind reads a Job just created as absent: the Event and metric of its start must not be
-/// repeated). Jobs are created, never applied: their pod template is immutable, and the name
-/// already pins the revision.
-pub async fn create_if_absent(jobs: &Api<Job>, job: &Job) -> Result<(Job, bool)> {
-    match jobs.create(&PostParams::default(), job).await {
-        Ok(created) => Ok((created, true)),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            let name = job
-                .metadata
-                .name
-                .as_deref()
-                .ok_or(Error::MissingObjectKey("metadata.name"))?;
-            Ok((jobs.get(name).await?, false))
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Deletes a Job and its pods (after their result was recorded).
-pub async fn delete(jobs: &Api<Job>, name: &str) -> Result<()> {
-    let params = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..Default::default()
-    };
-    match jobs.delete(name, &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Jobs of earlier revisions, to delete once a new revision is promoted: the Job that built the
 /// active revision is kept (its pod holds the logs of the run being served), and so is any Job
 /// still running, which may be a newer revision than the one just promoted.
@@ -341,36 +294,6 @@ pub fn stale_jobs(jobs: &[JobState], keep: &str) -> Vec<String> {
         .filter(|j| !matches!(job_phase(*j), JobPhase::Running))
         .filter_map(|j| j.metadata.name.clone())
         .collect()
-}
-
-/// Deletes the finished Jobs with `label=owner` other than `keep` (as the cache lists them). A
-/// scan Job is left to the reconcile that reads its result, and a prune Job to its TTL.
-pub async fn delete_stale(
-    jobs: &Api<Job>,
-    caches: &crate::cache::OwnerCaches,
-    label: &str,
-    owner: &str,
-    keep: &str,
-) -> Result<()> {
-    let owner = crate::build::label_value(owner);
-    let ns = jobs.namespace().unwrap_or_default().to_owned();
-    let owned: Vec<JobState> = caches
-        .jobs(&ns, |labels| {
-            labels.get(label) == Some(&owner)
-                && !matches!(
-                    labels
-                        .get(crate::build::LABEL_COMPONENT)
-                        .map(String::as_str),
-                    Some("scan" | "prune")
-                )
-        })
-        .into_iter()
-        .map(|j| (*j).clone())
-        .collect();
-    for name in stale_jobs(&owned, keep) {
-        delete(jobs, &name).await?;
-    }
-    Ok(())
 }
 
 /// The JobRecord of a Job in a given outcome.

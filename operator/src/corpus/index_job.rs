@@ -1,20 +1,19 @@
 //! The index Job of a Corpus content revision: `hybrid-runtime index` over the corpus sources,
 //! publishing a new immutable index revision (see docs/runtime-index.md for the flags).
 
-use super::storage::ClaimMounts;
-use super::{
+use crate::error::{Error, Result};
+use crate::objects::data_sources::{s3_env, source_arg};
+use crate::objects::storage::ClaimMounts;
+use crate::objects::{
     LABEL_COMPONENT, LABEL_CORPUS, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, RESULT_PATH,
     compute_resources, controller_ref, name_of, namespace_of, restricted_container_security,
     restricted_pod_security, revision_object_name,
 };
-use crate::error::{Error, Result};
 use hybrid_crds::Corpus;
-use hybrid_crds::common::DataSource;
 use hybrid_crds::corpus::ChunkingStrategy;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
-    PodSpec, PodTemplateSpec, SecretKeySelector, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
@@ -22,7 +21,7 @@ use std::collections::BTreeMap;
 /// Inputs of the index Job besides the Corpus.
 pub struct IndexJobInputs<'a> {
     pub content_revision: &'a str,
-    pub runtime_images: super::RuntimeImages<'a>,
+    pub runtime_images: crate::objects::RuntimeImages<'a>,
     /// Location of the active revision, whose unchanged documents are reused.
     pub previous_location: Option<&'a str>,
 }
@@ -105,7 +104,7 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
         .map_or(0, |indexer| indexer.resources.gpus);
     args.extend([
         "--device".to_owned(),
-        super::device_for_gpus(gpus).to_owned(),
+        crate::objects::device_for_gpus(gpus).to_owned(),
         "--work-dir".to_owned(),
         "/tmp/index".to_owned(),
         "--result-path".to_owned(),
@@ -129,7 +128,7 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
 
     let indexer = spec.indexer.clone().unwrap_or_default();
     let labels = BTreeMap::from([
-        (LABEL_CORPUS.to_owned(), super::label_value(&name)),
+        (LABEL_CORPUS.to_owned(), crate::objects::label_value(&name)),
         (
             LABEL_REVISION.to_owned(),
             inputs.content_revision.to_owned(),
@@ -153,7 +152,7 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: super::job_pod_annotations(corpus)?,
+                    annotations: crate::objects::job_pod_annotations(corpus)?,
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -196,118 +195,17 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
     })
 }
 
-/// The `--source` argument of source `i`, registering the volumes and Secret it needs.
-pub(super) fn source_arg<'s>(
-    i: usize,
-    source: &'s DataSource,
-    claims: &mut ClaimMounts,
-    volumes: &mut Vec<Volume>,
-    mounts: &mut Vec<VolumeMount>,
-    s3: &mut Option<&'s hybrid_crds::common::S3Source>,
-) -> Result<String> {
-    if let Some(cm) = &source.config_map {
-        let path = format!("/sources/{i}");
-        volumes.push(Volume {
-            name: format!("source-{i}"),
-            config_map: Some(ConfigMapVolumeSource {
-                name: cm.name.clone(),
-                items: cm.keys.as_ref().filter(|k| !k.is_empty()).map(|keys| {
-                    keys.iter()
-                        .map(|k| KeyToPath {
-                            key: k.clone(),
-                            path: k.clone(),
-                            mode: None,
-                        })
-                        .collect()
-                }),
-                optional: Some(false),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: format!("source-{i}"),
-            mount_path: path.clone(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-        Ok(path)
-    } else if let Some(pvc) = &source.persistent_volume_claim {
-        let root = claims.claim(&pvc.claim_name, false);
-        Ok(format!("{root}{}", pvc.path.trim_end_matches('/')))
-    } else if let Some(http) = &source.http {
-        if http.headers_secret_ref.is_some() {
-            return Err(Error::NotImplemented(format!(
-                "sources[{i}].http.headersSecretRef: the runtime's index command cannot send request headers yet"
-            )));
-        }
-        Ok(http.url.clone())
-    } else if let Some(src) = &source.s3 {
-        // The runtime reads S3 settings from the standard AWS variables, one set per pod.
-        if let Some(first) = s3
-            && (first.endpoint != src.endpoint
-                || first.region != src.region
-                || first.credentials_secret_ref != src.credentials_secret_ref)
-        {
-            return Err(Error::NotImplemented(format!(
-                "sources[{i}].s3: S3 sources with different endpoints, regions or credentials in one Corpus"
-            )));
-        }
-        *s3 = Some(src);
-        Ok(format!(
-            "s3://{}/{}",
-            src.bucket,
-            src.prefix.trim_start_matches('/')
-        ))
-    } else {
-        Err(Error::InvalidSpec(format!(
-            "sources[{i}] sets none of configMap, persistentVolumeClaim, http or s3"
-        )))
-    }
-}
-
-pub(super) fn s3_env(s3: &hybrid_crds::common::S3Source) -> Vec<EnvVar> {
-    let secret = |key: &str| EnvVar {
-        name: key.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: s3.credentials_secret_ref.name.clone(),
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let mut env = vec![secret("AWS_ACCESS_KEY_ID"), secret("AWS_SECRET_ACCESS_KEY")];
-    if let Some(endpoint) = &s3.endpoint {
-        env.push(EnvVar {
-            name: "AWS_ENDPOINT_URL".to_owned(),
-            value: Some(endpoint.clone()),
-            ..Default::default()
-        });
-    }
-    if let Some(region) = &s3.region {
-        env.push(EnvVar {
-            name: "AWS_REGION".to_owned(),
-            value: Some(region.clone()),
-            ..Default::default()
-        });
-    }
-    env
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::*;
+    use crate::objects::fixtures::*;
 
     fn build(yaml: &str, previous: Option<&str>) -> Result<Job> {
         index_job(
             &corpus(yaml),
             &IndexJobInputs {
                 content_revision: "0123456789abcdef",
-                runtime_images: crate::build::RuntimeImages {
+                runtime_images: crate::objects::RuntimeImages {
                     cpu: "ghcr.io/hybrid/runtime:1",
                     cuda: "ghcr.io/hybrid/runtime:1-cuda",
                 },

@@ -1,17 +1,10 @@
-//! Pure functions from resources (and what they reference) to the objects the operator wants in
-//! the cluster. Nothing here talks to the API server, so everything here is unit tested with
-//! inline YAML fixtures.
+//! What every kind's pure builders share: labels, names, owner references, the restricted
+//! security profile, runtime images and resources, storage URIs, and the test fixtures. Nothing
+//! here talks to the API server. Each kind's own builders live beside it (`corpus/index_job.rs`,
+//! `adapter/train_job.rs`, `hybridmodel/serving.rs`).
 
-pub mod index_job;
-pub mod job_result;
-pub mod loaded;
-pub mod prune_job;
-pub mod revision;
-pub mod scan_job;
-pub mod serving;
-pub mod small_job;
+pub mod data_sources;
 pub mod storage;
-pub mod train_job;
 
 use crate::error::{Error, Result};
 use k8s_openapi::api::core::v1::{

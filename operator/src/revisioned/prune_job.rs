@@ -3,13 +3,13 @@
 //! is deleted. The operator cannot reach a PersistentVolumeClaim or a bucket itself, so the
 //! runtime image does it, with the same mounts the Jobs that wrote them had.
 
-use super::small_job::{SmallJob, small_job};
-use super::storage::{ClaimMounts, PVC_ROOT};
-use super::{
-    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, name_of, revision_object_name,
-};
 use crate::digest::ContentDigest;
 use crate::error::Result;
+use crate::objects::storage::{ClaimMounts, PVC_ROOT};
+use crate::objects::{
+    LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, name_of, revision_object_name,
+};
+use crate::revisioned::utility_job::{UtilityJob, utility_job};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Resource;
 use std::collections::BTreeMap;
@@ -97,15 +97,15 @@ pub fn prune_job<K: Resource<DynamicType = ()>>(
     let (volumes, mounts) = claims.volumes_and_mounts();
     let digest = locations_digest(&locations);
     let labels = BTreeMap::from([
-        (owner_label.to_owned(), super::label_value(&name)),
+        (owner_label.to_owned(), crate::objects::label_value(&name)),
         (LABEL_REVISION.to_owned(), digest.clone()),
         (LABEL_COMPONENT.to_owned(), COMPONENT.to_owned()),
         (LABEL_PRUNE_FOR.to_owned(), purpose.label().to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
     ]);
-    small_job(
+    utility_job(
         owner,
-        SmallJob {
+        UtilityJob {
             name: revision_object_name(&name, COMPONENT, &digest),
             command: "prune",
             args,
@@ -126,8 +126,8 @@ pub fn prune_job<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::LABEL_CORPUS;
-    use crate::build::fixtures::*;
+    use crate::objects::LABEL_CORPUS;
+    use crate::objects::fixtures::*;
 
     #[test]
     fn prune_job_mounts_the_claims_of_its_locations_writable() {

@@ -6,13 +6,13 @@
 //! the runtime reloads it without a restart. The pod template changes (and pods roll) only for
 //! what a running process cannot pick up: image, resources, env, and the base model.
 
-use super::storage::ClaimMounts;
-use super::{
+use crate::digest::ContentDigest;
+use crate::error::{Error, Result};
+use crate::objects::storage::ClaimMounts;
+use crate::objects::{
     LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, compute_resources, controller_ref,
     name_of, namespace_of, restricted_container_security, restricted_pod_security,
 };
-use crate::digest::ContentDigest;
-use crate::error::{Error, Result};
 use hybrid_crds::common::ModelFormat;
 use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -52,7 +52,7 @@ pub struct ServingInputs<'a> {
     pub policy: &'a ServingPolicy,
     pub adapters: &'a [Adapter],
     pub corpora: &'a [Corpus],
-    pub runtime_images: super::RuntimeImages<'a>,
+    pub runtime_images: crate::objects::RuntimeImages<'a>,
 }
 
 /// `config.yaml` of the runtime. Field names are the runtime's contract (docs/operator.md).
@@ -189,7 +189,7 @@ pub fn runtime_rbac(namespace: &str) -> RuntimeRbac {
 
 pub fn selector_labels(model: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (LABEL_MODEL.to_owned(), super::label_value(model)),
+        (LABEL_MODEL.to_owned(), crate::objects::label_value(model)),
         (LABEL_COMPONENT.to_owned(), "serving".to_owned()),
     ])
 }
@@ -321,7 +321,7 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
         prompt_template: model.spec.prompt_template.clone(),
         system_prompt: model.spec.system_prompt.clone(),
         limits: None,
-        device: super::device_for_gpus(inputs.policy.spec.gpu.count),
+        device: crate::objects::device_for_gpus(inputs.policy.spec.gpu.count),
     };
     let to_yaml = |c: &RuntimeConfig| {
         serde_yaml::to_string(c).map_err(|e| Error::Serialization(format!("runtime config: {e}")))
@@ -578,7 +578,7 @@ fn runtime_env(user: &[EnvVar]) -> Vec<EnvVar> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::*;
+    use crate::objects::fixtures::*;
 
     const MODEL: &str = r#"
 apiVersion: hybrid.dev/v1alpha1
@@ -634,7 +634,7 @@ spec:
             policy: &policy(POLICY),
             adapters: &[ready_adapter(adapter_rev)],
             corpora: &[ready_corpus(index_rev)],
-            runtime_images: crate::build::RuntimeImages {
+            runtime_images: crate::objects::RuntimeImages {
                 cpu: "ghcr.io/hybrid/runtime:1",
                 cuda: "ghcr.io/hybrid/runtime:1-cuda",
             },
@@ -648,7 +648,7 @@ spec:
             policy: &policy(&POLICY.replace("count: 1", "count: 0")),
             adapters: &[ready_adapter("ad-1")],
             corpora: &[ready_corpus("ix-1")],
-            runtime_images: crate::build::RuntimeImages {
+            runtime_images: crate::objects::RuntimeImages {
                 cpu: "ghcr.io/hybrid/runtime:1",
                 cuda: "ghcr.io/hybrid/runtime:1-cuda",
             },
@@ -954,7 +954,7 @@ spec:
             policy: &policy(POLICY),
             adapters: &[a],
             corpora: &[ready_corpus("ix-1")],
-            runtime_images: crate::build::RuntimeImages {
+            runtime_images: crate::objects::RuntimeImages {
                 cpu: "img",
                 cuda: "img-cuda",
             },
@@ -976,7 +976,7 @@ spec:
             policy: &policy(POLICY),
             adapters: &[adapter(FINANCE_ADAPTER)],
             corpora: &[ready_corpus("ix-1")],
-            runtime_images: crate::build::RuntimeImages {
+            runtime_images: crate::objects::RuntimeImages {
                 cpu: "img",
                 cuda: "img-cuda",
             },

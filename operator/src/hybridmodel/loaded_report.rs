@@ -2,8 +2,8 @@
 //! each runtime writes on its own Pod, docs/runtime-contract.md section 3), folded into
 //! `status.loaded` and the `Serving` condition.
 
-use super::serving::LOADED_ANNOTATION;
-use crate::slim::ServingPod;
+use crate::cluster::cached_objects::ServingPod;
+use crate::hybridmodel::serving::LOADED_ANNOTATION;
 use hybrid_crds::model::LoadedRevisions;
 
 /// The verdict over a HybridModel's ready serving pods.

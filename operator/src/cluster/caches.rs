@@ -2,10 +2,10 @@
 //! that also triggers reconciles (or is polled next to them), so a reconcile that changes
 //! nothing sends no request, and one that acts sends only its writes.
 
-use crate::build::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::cluster::cached_objects::{JobPod, JobState};
 use crate::error::Result;
-use crate::jobs;
-use crate::slim::{JobPod, JobState};
+use crate::objects::{LABEL_MANAGED_BY, MANAGED_BY};
+use crate::revisioned::jobs;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStateTerminated};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -150,7 +150,7 @@ pub fn trim_job_pod(p: &mut JobPod) {
 }
 
 /// A serving pod without the conditions and long crash messages no reconciler reads.
-pub fn trim_serving_pod(p: &mut crate::slim::ServingPod) {
+pub fn trim_serving_pod(p: &mut crate::cluster::cached_objects::ServingPod) {
     p.metadata.owner_references = None;
     if let Some(state) = p.status.as_mut() {
         state.trim_conditions();
@@ -372,6 +372,24 @@ impl OwnerCaches {
             .collect()
     }
 
+    /// The Jobs that build `owner`'s revisions (labelled `label=owner`); its scan Jobs are left
+    /// to the reconcile that reads their result, and its prune Jobs to their TTL.
+    pub fn owned_jobs(&self, ns: &str, label: &str, owner: &str) -> Vec<JobState> {
+        let owner = crate::objects::label_value(owner);
+        self.jobs(ns, |labels| {
+            labels.get(label) == Some(&owner)
+                && !matches!(
+                    labels
+                        .get(crate::objects::LABEL_COMPONENT)
+                        .map(String::as_str),
+                    Some("scan" | "prune")
+                )
+        })
+        .into_iter()
+        .map(|j| (*j).clone())
+        .collect()
+    }
+
     /// The cached pods of a Job.
     fn job_pods(&self, ns: &str, job_name: &str) -> Vec<Arc<JobPod>> {
         self.pods
@@ -407,7 +425,12 @@ impl OwnerCaches {
         match cached {
             Some(state) => Ok(Some(state)),
             None => {
-                jobs::terminated(&Api::namespaced(client.clone(), ns), job_name, container).await
+                crate::cluster::job_api::terminated(
+                    &Api::namespaced(client.clone(), ns),
+                    job_name,
+                    container,
+                )
+                .await
             }
         }
     }
@@ -493,7 +516,7 @@ fn owner_of<K: Resource<DynamicType = ()> + Clone>(
         .iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
         .filter(|o| {
-            crate::build::label_value(o.meta().name.as_deref().unwrap_or_default()) == *value
+            crate::objects::label_value(o.meta().name.as_deref().unwrap_or_default()) == *value
         })
         .map(|o| ObjectRef::from_obj(&**o))
         .collect()
@@ -558,8 +581,8 @@ mod tests {
         let long = "a-corpus-name-much-longer-than-the-sixty-three-characters-a-label-holds";
         let (store, mut writer) = reflector::store::<Corpus>();
         for name in ["notes", long] {
-            let c = crate::build::fixtures::corpus(
-                &crate::build::fixtures::FINANCE_CORPUS
+            let c = crate::objects::fixtures::corpus(
+                &crate::objects::fixtures::FINANCE_CORPUS
                     .replace("name: finance-notes", &format!("name: {name}")),
             );
             writer.apply_watcher_event(&watcher::Event::Apply(c));
@@ -579,7 +602,7 @@ mod tests {
         };
         assert_eq!(names(&pod("notes", "demo")), ["notes"]);
         assert_eq!(
-            names(&pod(&crate::build::label_value(long), "demo")),
+            names(&pod(&crate::objects::label_value(long), "demo")),
             [long]
         );
         assert!(names(&pod("notes", "other")).is_empty());

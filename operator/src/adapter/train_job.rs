@@ -2,14 +2,14 @@
 //! docs/runtime-train.md for the flags), or a user image with the dataset at `/data`, the base
 //! model at `/model`, the settings at `/config/train.json` and its output at `/output`.
 
-use super::revision::ConfigMaps;
-use super::storage::{ClaimMounts, Location, PVC_ROOT};
-use super::{
+use crate::error::{Error, Result};
+use crate::objects::storage::{ClaimMounts, Location, PVC_ROOT};
+use crate::objects::{
     LABEL_ADAPTER, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_REVISION, MANAGED_BY, RESULT_PATH,
     compute_resources, controller_ref, name_of, namespace_of, restricted_container_security,
     restricted_pod_security, revision_object_name,
 };
-use crate::error::{Error, Result};
+use crate::revisioned::inputs::ConfigMaps;
 use hybrid_crds::Adapter;
 use hybrid_crds::adapter::{TargetModule, TrainingMethod};
 use hybrid_crds::common::{DataSource, ModelFormat};
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 pub struct TrainJobInputs<'a> {
     pub training_revision: &'a str,
-    pub runtime_images: super::RuntimeImages<'a>,
+    pub runtime_images: crate::objects::RuntimeImages<'a>,
     /// The dataset ConfigMaps, to list the files of sources without `keys`.
     pub config_maps: &'a ConfigMaps,
 }
@@ -164,7 +164,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
                     namespace: Some(namespace.clone()),
                     owner_references: Some(vec![owner.clone()]),
                     labels: Some(BTreeMap::from([
-                        (LABEL_ADAPTER.to_owned(), super::label_value(&name)),
+                        (LABEL_ADAPTER.to_owned(), crate::objects::label_value(&name)),
                         (
                             LABEL_REVISION.to_owned(),
                             inputs.training_revision.to_owned(),
@@ -197,7 +197,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
     mounts.extend(claim_mounts);
 
     let labels = BTreeMap::from([
-        (LABEL_ADAPTER.to_owned(), super::label_value(&name)),
+        (LABEL_ADAPTER.to_owned(), crate::objects::label_value(&name)),
         (
             LABEL_REVISION.to_owned(),
             inputs.training_revision.to_owned(),
@@ -219,7 +219,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: super::job_pod_annotations(adapter)?,
+                    annotations: crate::objects::job_pod_annotations(adapter)?,
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -307,7 +307,7 @@ fn builtin_args(adapter: &Adapter, base: &str, datasets: &[String], output: &str
     flag("--result-path", RESULT_PATH.to_owned());
     flag(
         "--device",
-        super::device_for_gpus(spec.resources.gpus).to_owned(),
+        crate::objects::device_for_gpus(spec.resources.gpus).to_owned(),
     );
     args
 }
@@ -322,7 +322,7 @@ fn dataset_source(
     mounts: &mut Vec<VolumeMount>,
 ) -> Result<Vec<String>> {
     if let Some(cm) = &source.config_map {
-        let keys: Vec<String> = super::revision::config_map_documents(cm, config_maps)?
+        let keys: Vec<String> = crate::revisioned::inputs::config_map_documents(cm, config_maps)?
             .into_keys()
             .collect();
         let dir = format!("/data/{i}");
@@ -403,7 +403,7 @@ fn mount_at(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::*;
+    use crate::objects::fixtures::*;
 
     fn cms() -> ConfigMaps {
         let cm = config_map(FINANCE_DATASET_CM);
@@ -415,7 +415,7 @@ mod tests {
             &adapter(yaml),
             &TrainJobInputs {
                 training_revision: "abcdef0123456789",
-                runtime_images: crate::build::RuntimeImages {
+                runtime_images: crate::objects::RuntimeImages {
                     cpu: "ghcr.io/hybrid/runtime:1",
                     cuda: "ghcr.io/hybrid/runtime:1-cuda",
                 },

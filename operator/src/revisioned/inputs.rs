@@ -151,7 +151,7 @@ pub fn training_revision(spec: &AdapterSpec, dataset_digest: &str) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixtures::*;
+    use crate::objects::fixtures::*;
 
     fn cms(yamls: &[&str]) -> ConfigMaps {
         yamls
@@ -368,12 +368,13 @@ mod tests {
         );
         let rev = training_revision(&adapter.spec, &ds).expect("rev");
         let more_gpus =
-            super::super::fixtures::adapter(&FINANCE_ADAPTER.replace("gpus: 2", "gpus: 4"));
+            crate::objects::fixtures::adapter(&FINANCE_ADAPTER.replace("gpus: 2", "gpus: 4"));
         assert_eq!(training_revision(&more_gpus.spec, &ds).expect("rev"), rev);
 
-        let rank = super::super::fixtures::adapter(&FINANCE_ADAPTER.replace("rank: 8", "rank: 16"));
+        let rank =
+            crate::objects::fixtures::adapter(&FINANCE_ADAPTER.replace("rank: 8", "rank: 16"));
         assert_ne!(training_revision(&rank.spec, &ds).expect("rev"), rev);
-        let base = super::super::fixtures::adapter(
+        let base = crate::objects::fixtures::adapter(
             &FINANCE_ADAPTER.replace("SmolLM2-135M", "SmolLM2-360M"),
         );
         assert_ne!(training_revision(&base.spec, &ds).expect("rev"), rev);
