@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// Most passages a query may ask for on the command line; more is never useful in a prompt.
-const MAX_TOP_K: usize = 64;
+use hybrid_contract::limits::MAX_TOP_K;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetrieveArgs {

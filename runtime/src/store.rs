@@ -34,8 +34,9 @@ pub const DEFAULT_EXACT_SEARCH_LIMIT: usize = 20_000;
 /// vectors, the hardest case; text embeddings cluster and do better.
 pub const DEFAULT_HNSW_EF: usize = 512;
 
-/// Largest `top_k` a search accepts; retrieval depth is a handful of passages, not a scan.
-pub const MAX_TOP_K: usize = 1_000;
+/// Most hits one search returns: above a request's `top_k` ([`hybrid_contract::limits::MAX_TOP_K`])
+/// when a document filter over-fetches, and still a bounded read, not a scan.
+pub const MAX_SEARCH_HITS: usize = 1_000;
 
 /// What is stored with every vector, and returned with every hit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,7 +72,7 @@ pub enum StoreError {
     Engine { path: PathBuf, message: String },
     #[error("vector has {got} dimensions, the store expects {expected}")]
     Dimension { expected: usize, got: usize },
-    #[error("top_k must be between 1 and {MAX_TOP_K}, got {0}")]
+    #[error("top_k must be between 1 and {MAX_SEARCH_HITS}, got {0}")]
     TopK(usize),
     #[error("qdrant {location}: {message}")]
     Remote { location: String, message: String },
@@ -221,7 +222,7 @@ impl EdgeStore {
                 got: query.len(),
             });
         }
-        if top_k == 0 || top_k > MAX_TOP_K {
+        if top_k == 0 || top_k > MAX_SEARCH_HITS {
             return Err(StoreError::TopK(top_k));
         }
         let request = QueryRequestBuilder::new(top_k)

@@ -18,7 +18,7 @@ use std::time::Duration;
 /// Release name the chart is rendered with; also its ServiceAccount's name.
 pub const RELEASE: &str = "hybrid-operator";
 /// The serving pods' report annotation (docs/runtime-contract.md, section 3).
-pub const LOADED_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
+pub use hybrid_contract::loaded::LOADED_REVISIONS_ANNOTATION as LOADED_ANNOTATION;
 /// Annotation on a Corpus/Adapter whose JSON object the operator puts on its Jobs' pods.
 pub const JOB_POD_ANNOTATIONS: &str = "hybrid.dev/job-pod-annotations";
 

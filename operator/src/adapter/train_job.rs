@@ -307,7 +307,7 @@ fn builtin_args(adapter: &Adapter, base: &str, datasets: &[String], output: &str
     flag("--result-path", RESULT_PATH.to_owned());
     flag(
         "--device",
-        crate::objects::device_for_gpus(spec.resources.gpus).to_owned(),
+        crate::objects::device_for_gpus(spec.resources.gpus).to_string(),
     );
     args
 }

@@ -5,6 +5,7 @@
 //! p95 end-to-end latency and p95 time to first token from the histograms, the request rate,
 //! and the requests queued and being generated now. The rate window is the operator's `--autoscaler-window`.
 
+use hybrid_contract::metrics as names;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,11 +37,11 @@ impl Queries {
             format!("histogram_quantile(0.95, sum by (le) (rate({metric}_bucket{{{sel}}}[{w}])))")
         };
         Self {
-            p95: quantile("hybrid_runtime_request_duration_seconds"),
-            ttft_p95: quantile("hybrid_runtime_time_to_first_token_seconds"),
-            rate: format!("sum(rate(hybrid_runtime_requests_total{{{sel}}}[{w}]))"),
-            queue: format!("sum(hybrid_runtime_queue_depth{{{sel}}})"),
-            in_flight: format!("sum(hybrid_runtime_in_flight_sequences{{{sel}}})"),
+            p95: quantile(names::REQUEST_DURATION_SECONDS),
+            ttft_p95: quantile(names::TIME_TO_FIRST_TOKEN_SECONDS),
+            rate: format!("sum(rate({}{{{sel}}}[{w}]))", names::REQUESTS_TOTAL),
+            queue: format!("sum({}{{{sel}}})", names::QUEUE_DEPTH),
+            in_flight: format!("sum({}{{{sel}}})", names::IN_FLIGHT_SEQUENCES),
         }
     }
 }

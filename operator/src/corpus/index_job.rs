@@ -104,7 +104,7 @@ pub fn index_job(corpus: &Corpus, inputs: &IndexJobInputs<'_>) -> Result<Job> {
         .map_or(0, |indexer| indexer.resources.gpus);
     args.extend([
         "--device".to_owned(),
-        crate::objects::device_for_gpus(gpus).to_owned(),
+        crate::objects::device_for_gpus(gpus).to_string(),
         "--work-dir".to_owned(),
         "/tmp/index".to_owned(),
         "--result-path".to_owned(),

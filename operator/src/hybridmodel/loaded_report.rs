@@ -1,10 +1,9 @@
-//! What the serving pods report they have loaded (the `hybrid.dev/loaded-revisions` annotation
-//! each runtime writes on its own Pod, docs/runtime-contract.md section 3), folded into
-//! `status.loaded` and the `Serving` condition.
+//! What the serving pods report they have loaded (the contract's loaded-revisions report, which
+//! each runtime writes on its own Pod), folded into `status.loaded` and the `Serving` condition.
 
 use crate::cluster::cached_objects::ServingPod;
-use crate::hybridmodel::serving::LOADED_ANNOTATION;
-use hybrid_crds::model::LoadedRevisions;
+use hybrid_contract::loaded::{self as contract, LOADED_REVISIONS_ANNOTATION};
+use hybrid_crds::model::{LoadedRevisions, NamedRevision};
 
 /// The verdict over a HybridModel's ready serving pods.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,10 +23,27 @@ pub fn report(pod: &ServingPod) -> Result<LoadedRevisions, String> {
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get(LOADED_ANNOTATION))
+        .and_then(|a| a.get(LOADED_REVISIONS_ANNOTATION))
         .ok_or_else(|| "no report yet".to_owned())?;
-    serde_json::from_str::<LoadedRevisions>(raw)
-        .map_err(|e| format!("unreadable {LOADED_ANNOTATION} annotation: {e}"))
+    contract::LoadedRevisions::from_annotation(raw).map(status_of)
+}
+
+/// A report as `status.loaded` shows it.
+pub fn status_of(report: contract::LoadedRevisions) -> LoadedRevisions {
+    let named = |list: Vec<contract::NamedRevision>| {
+        list.into_iter()
+            .map(|r| NamedRevision {
+                name: r.name,
+                revision: r.revision,
+            })
+            .collect()
+    };
+    LoadedRevisions {
+        serving_revision: Some(report.serving_revision).filter(|s| !s.is_empty()),
+        adapters: named(report.adapters),
+        indexes: named(report.indexes),
+        device: report.device,
+    }
 }
 
 /// Folds the ready pods' reports. `pods` are the HybridModel's serving pods (any state).
@@ -101,7 +117,8 @@ mod tests {
         }))
         .expect("pod");
         if let Some(a) = annotation {
-            p.metadata.annotations = Some([(LOADED_ANNOTATION.to_owned(), a.to_owned())].into());
+            p.metadata.annotations =
+                Some([(LOADED_REVISIONS_ANNOTATION.to_owned(), a.to_owned())].into());
         }
         p
     }

@@ -13,6 +13,9 @@ use crate::objects::{
     LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL, MANAGED_BY, compute_resources, controller_ref,
     name_of, namespace_of, restricted_container_security, restricted_pod_security,
 };
+use hybrid_contract::serve_config::{
+    BaseModel, DEFAULT_TOP_K, Limits, ServeConfig, ServedAdapter, ServedIndex,
+};
 use hybrid_crds::common::ModelFormat;
 use hybrid_crds::{Adapter, Corpus, HybridModel, ServingPolicy};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
@@ -25,7 +28,6 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Port the runtime serves HTTP on (OpenAI API, probes, metrics).
@@ -35,8 +37,8 @@ pub const CONFIG_DIR: &str = "/etc/hybrid";
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Pod-template annotation with the digest of what needs a restart to take effect.
 pub const RESTART_ANNOTATION: &str = "hybrid.dev/restart-digest";
-/// Pod annotation where each serving pod reports what it has loaded (docs/runtime-contract.md).
-pub const LOADED_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
+/// Pod annotation where each serving pod reports what it has loaded (the contract's).
+pub use hybrid_contract::loaded::LOADED_REVISIONS_ANNOTATION as LOADED_ANNOTATION;
 /// ServiceAccount (and Role, RoleBinding) of serving pods, one per namespace: lets a pod
 /// `get` and `patch` pods in its namespace to write [`LOADED_ANNOTATION`] on itself.
 pub const RUNTIME_SERVICE_ACCOUNT: &str = "hybrid-runtime";
@@ -55,79 +57,10 @@ pub struct ServingInputs<'a> {
     pub runtime_images: crate::objects::RuntimeImages<'a>,
 }
 
-/// `config.yaml` of the runtime. Field names are the runtime's contract (docs/operator.md).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RuntimeConfig {
-    /// HybridModel name; the runtime serves model ids `<name>`, `<name>:<adapter>`, `<name>:base`.
-    pub name: String,
-    /// Digest of the rest of this file; the runtime reports it back verbatim. Empty (and left
-    /// out) only while the digest is computed.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub serving_revision: String,
-    pub model: ModelConfig,
-    pub adapters: Vec<AdapterConfig>,
-    pub indexes: Vec<IndexConfig>,
-    pub top_k: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt_template: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub system_prompt: Option<String>,
-    /// Admission limits; unset fields take the runtime's defaults. No API field sets them yet,
-    /// so the operator leaves the block out (docs/runtime-contract.md, section 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<RuntimeLimits>,
-    /// `auto` when the ServingPolicy gives the pods GPUs (the runtime finds the one it got),
-    /// `cpu` otherwise.
-    pub device: &'static str,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RuntimeLimits {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_concurrency: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_queue: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_prompt_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ModelConfig {
-    /// Path in the pod (or remote URI) of the base model weights.
-    pub source: String,
-    pub format: ModelFormat,
-    /// How the runtime holds the weights; absent: the runtime's default for the format.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub precision: Option<hybrid_crds::model::Precision>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdapterConfig {
-    pub name: String,
-    pub revision: String,
-    pub artifact_uri: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IndexConfig {
-    pub corpus: String,
-    pub revision: String,
-    pub location: String,
-    /// Query embedder: the corpus's embedding model, as a path in the pod.
-    pub embedder: String,
-    pub dimensions: i32,
-}
-
 /// Everything a HybridModel needs in the cluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServingObjects {
-    pub config: RuntimeConfig,
+    pub config: ServeConfig,
     pub serving_revision: String,
     pub config_map: ConfigMap,
     pub deployment: Deployment,
@@ -276,7 +209,7 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
             })?;
         // Artifacts live under the Adapter's output storage; mount that claim read-only.
         claims.resolve(&adapter.spec.output.storage, false)?;
-        adapters.push(AdapterConfig {
+        adapters.push(ServedAdapter {
             name: adapter_name,
             revision: active.revision.clone(),
             artifact_uri: active.artifact_uri.clone(),
@@ -298,39 +231,40 @@ pub fn serving_objects(inputs: &ServingInputs<'_>) -> Result<ServingObjects> {
             claims.resolve(&embedded.storage, false)?;
         }
         let embedder = claims.resolve(&corpus.spec.embedding.model, false)?;
-        indexes.push(IndexConfig {
+        indexes.push(ServedIndex {
             corpus: corpus_name,
             revision: active.revision.clone(),
             location: active.location.clone(),
             embedder: embedder.as_arg().to_owned(),
-            dimensions: corpus.spec.embedding.dimensions,
+            dimensions: usize::try_from(corpus.spec.embedding.dimensions).ok(),
         });
     }
     let model_location = claims.resolve(&model.spec.model.base.source, false)?;
-    let mut config = RuntimeConfig {
+    let mut config = ServeConfig {
         name: name.clone(),
-        serving_revision: String::new(),
-        model: ModelConfig {
+        serving_revision: None,
+        model: BaseModel {
             source: model_location.as_arg().to_owned(),
-            format: model.spec.model.base.format,
-            precision: model.spec.model.precision,
+            format: served_format(model.spec.model.base.format),
+            precision: model.spec.model.precision.map(served_precision),
         },
         adapters,
         indexes,
-        top_k: top_k(model, inputs.policy),
+        top_k: usize::try_from(top_k(model, inputs.policy)).unwrap_or(DEFAULT_TOP_K),
         prompt_template: model.spec.prompt_template.clone(),
         system_prompt: model.spec.system_prompt.clone(),
-        limits: None,
+        // No API field sets them yet: the runtime's defaults apply.
+        limits: Limits::default(),
         device: crate::objects::device_for_gpus(inputs.policy.spec.gpu.count),
     };
-    let to_yaml = |c: &RuntimeConfig| {
+    let to_yaml = |c: &ServeConfig| {
         serde_yaml::to_string(c).map_err(|e| Error::Serialization(format!("runtime config: {e}")))
     };
     // The serving revision is the digest of the file without it, then written into it.
     let mut d = ContentDigest::new("hybrid.dev/serving/v1");
     d.field("config.yaml", &to_yaml(&config)?);
     let serving_revision = d.finish_revision();
-    config.serving_revision = serving_revision.clone();
+    config.serving_revision = Some(serving_revision.clone());
     let config_yaml = to_yaml(&config)?;
 
     let owner = controller_ref(model)?;
@@ -575,10 +509,34 @@ fn runtime_env(user: &[EnvVar]) -> Vec<EnvVar> {
     env
 }
 
+/// The API's model format as the serve config writes it.
+fn served_format(format: ModelFormat) -> hybrid_contract::serve_config::ModelFormat {
+    use hybrid_contract::serve_config::ModelFormat as Served;
+    match format {
+        ModelFormat::Gguf => Served::Gguf,
+        ModelFormat::Safetensors => Served::Safetensors,
+    }
+}
+
+/// The API's `model.precision` as the serve config writes it.
+fn served_precision(
+    precision: hybrid_crds::model::Precision,
+) -> hybrid_contract::serve_config::Precision {
+    use hybrid_contract::serve_config::Precision as Served;
+    use hybrid_crds::model::Precision;
+    match precision {
+        Precision::Quantized => Served::Quantized,
+        Precision::Q8_0 => Served::Q8_0,
+        Precision::F16 => Served::F16,
+        Precision::F32 => Served::F32,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::objects::fixtures::*;
+    use hybrid_contract::device::DeviceChoice;
 
     const MODEL: &str = r#"
 apiVersion: hybrid.dev/v1alpha1
@@ -702,6 +660,50 @@ spec:
         );
     }
 
+    /// The contract's round trip: the file the operator renders is what the runtime parses
+    /// (`ServeConfig::parse` is the runtime's own parser), field for field, and the report the
+    /// runtime then writes is what the operator folds into "every pod loaded this revision".
+    #[test]
+    fn the_rendered_config_parses_as_the_runtime_parses_it_and_its_report_folds_back() {
+        for gpus in [0, 1] {
+            let mut p = policy(POLICY);
+            p.spec.gpu.count = gpus;
+            let o = serving_objects(&ServingInputs {
+                model: &model(MODEL),
+                policy: &p,
+                adapters: &[ready_adapter("ad-1")],
+                corpora: &[ready_corpus("ix-1")],
+                runtime_images: crate::objects::RuntimeImages {
+                    cpu: "r:1",
+                    cuda: "r:1-cuda",
+                },
+            })
+            .expect("objects");
+            let text = &o.config_map.data.clone().expect("data")[CONFIG_KEY];
+            let parsed = ServeConfig::parse(text).expect("the runtime accepts the rendered file");
+            assert_eq!(parsed, o.config, "every field survives the round trip");
+            assert_eq!(parsed.serving_revision(), o.serving_revision);
+
+            let mut report = parsed.loaded_revisions();
+            report.device = Some("cpu".into());
+            let pod: crate::cluster::cached_objects::ServingPod =
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {
+                        "name": "advisor-0",
+                        "annotations": {LOADED_ANNOTATION: report.to_annotation()},
+                    },
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                }))
+                .expect("pod");
+            let folded = crate::hybridmodel::loaded_report::fold(&[&pod], &o.serving_revision);
+            assert!(folded.all_loaded, "{}", folded.message);
+            let loaded = folded.loaded.expect("loaded");
+            assert_eq!(loaded.adapters[0].revision, "ad-1");
+            assert_eq!(loaded.indexes[0].name, "finance-notes");
+            assert_eq!(loaded.indexes[0].revision, "ix-1");
+        }
+    }
+
     #[test]
     fn config_names_the_model_and_carries_its_own_serving_revision() {
         let o = build(MODEL, "ad-1", "ix-1").expect("objects");
@@ -712,7 +714,7 @@ spec:
         assert!(yaml.get("limits").is_none(), "unset limits are left out");
         // The revision is the digest of the file without it.
         let mut without = o.config.clone();
-        without.serving_revision = String::new();
+        without.serving_revision = None;
         let mut d = ContentDigest::new("hybrid.dev/serving/v1");
         d.field(
             "config.yaml",
@@ -851,7 +853,7 @@ spec:
         );
         // One GPU per pod: the CUDA build, told to find it.
         assert_eq!(c.image.as_deref(), Some("ghcr.io/hybrid/runtime:1-cuda"));
-        assert_eq!(o.config.device, "auto");
+        assert_eq!(o.config.device, DeviceChoice::Auto);
         let res = c.resources.clone().expect("res");
         let limits = res.limits.expect("limits");
         assert_eq!(limits["nvidia.com/gpu"].0, "1");

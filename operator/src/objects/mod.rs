@@ -7,6 +7,7 @@ pub mod data_sources;
 pub mod storage;
 
 use crate::error::{Error, Result};
+use hybrid_contract::device::DeviceChoice;
 use k8s_openapi::api::core::v1::{
     Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
 };
@@ -171,10 +172,10 @@ pub fn cuda_image_of(image: &str) -> String {
 /// The runtime's `--device` (and the serve config's `device`) for a container with `gpus` GPUs:
 /// `auto` finds the GPU the device plugin gave it; `cpu` for none, so a CUDA image on a node
 /// whose driver shows every GPU cannot wander onto one it did not request.
-pub fn device_for_gpus(gpus: i32) -> &'static str {
+pub fn device_for_gpus(gpus: i32) -> DeviceChoice {
     match gpus > 0 {
-        true => "auto",
-        false => "cpu",
+        true => DeviceChoice::Auto,
+        false => DeviceChoice::Cpu,
     }
 }
 
@@ -333,9 +334,12 @@ mod tests {
             cpu: "r:1",
             cuda: "r:1-cuda",
         };
-        assert_eq!((images.for_gpus(0), device_for_gpus(0)), ("r:1", "cpu"));
         assert_eq!(
-            (images.for_gpus(2), device_for_gpus(2)),
+            (images.for_gpus(0), device_for_gpus(0).to_string().as_str()),
+            ("r:1", "cpu")
+        );
+        assert_eq!(
+            (images.for_gpus(2), device_for_gpus(2).to_string().as_str()),
             ("r:1-cuda", "auto")
         );
         assert_eq!(

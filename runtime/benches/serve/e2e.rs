@@ -82,7 +82,7 @@ pub fn run(out: &Path) {
     let tok = hybrid_runtime::tokenizer::from_gguf(&gguf).expect("tokenizer");
     let model = Llama::from_gguf(
         &gguf,
-        DEFAULT_GGUF_PRECISION.base_weights(),
+        hybrid_runtime::serve::config::base_weights(DEFAULT_GGUF_PRECISION),
         &candle_core::Device::Cpu,
     )
     .expect("model");

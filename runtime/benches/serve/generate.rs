@@ -27,7 +27,12 @@ pub fn run(out: &Path) {
     let prompt = common::encode(&tok, &common::sample_prompt());
     let start = Instant::now();
     let precision = DEFAULT_GGUF_PRECISION;
-    let model = Llama::from_gguf(&gguf, precision.base_weights(), &device).expect("model");
+    let model = Llama::from_gguf(
+        &gguf,
+        hybrid_runtime::serve::config::base_weights(precision),
+        &device,
+    )
+    .expect("model");
     let load_s = start.elapsed().as_secs_f64();
     println!(
         "\n== generate: SmolLM2-135M Q4_1 file, served as {precision} (the serve default), {} prompt tokens, {NEW_TOKENS} new tokens, greedy, {RUNS} runs",

@@ -43,7 +43,7 @@ fn prompts() -> Vec<String> {
 /// numbers and first-token logits to BENCH_OUT.
 pub fn child(mode: &str) {
     let precision: Precision = mode.parse().unwrap_or_else(|e| panic!("{e}"));
-    let weights = precision.base_weights();
+    let weights = hybrid_runtime::serve::config::base_weights(precision);
     let out = common::out_dir();
     let gguf = train_support::smollm2_gguf();
     let tok = hybrid_runtime::tokenizer::from_gguf(&gguf).expect("tokenizer");

@@ -252,8 +252,8 @@ pub struct EvalSettings {
     pub device: crate::device::DeviceChoice,
 }
 
-/// Most passages or recall depth an evaluation may ask for.
-pub const MAX_TOP_K: usize = 64;
+/// Most passages or recall depth an evaluation may ask for: what serving allows.
+pub use hybrid_contract::limits::MAX_TOP_K;
 
 impl EvalSettings {
     /// Checks the combination of settings; errors name the flag.

@@ -2,6 +2,7 @@
 //! `model` is a served model id validated against the config (unknown ids count as `unknown`),
 //! `adapter` an adapter name or `base`, `outcome` one of [`Outcome`].
 
+use hybrid_contract::metrics as names;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -88,66 +89,60 @@ impl Metrics {
         let ml = &["model", "adapter"];
         let metrics = Self {
             request_duration: hist(
-                "hybrid_runtime_request_duration_seconds",
+                names::REQUEST_DURATION_SECONDS,
                 "Chat completion requests from arrival to the last byte, by outcome.",
                 LATENCY_BUCKETS,
                 &["model", "adapter", "outcome"],
             )?,
             time_to_first_token: hist(
-                "hybrid_runtime_time_to_first_token_seconds",
+                names::TIME_TO_FIRST_TOKEN_SECONDS,
                 "From a request's arrival (retrieval and queueing included) to its first token.",
                 LATENCY_BUCKETS,
                 ml,
             )?,
             inter_token_latency: hist(
-                "hybrid_runtime_inter_token_latency_seconds",
+                names::INTER_TOKEN_LATENCY_SECONDS,
                 "Between consecutive generated tokens of one sequence.",
                 STEP_BUCKETS,
                 ml,
             )?,
             embedding_duration: plain(
-                "hybrid_runtime_embedding_duration_seconds",
+                names::EMBEDDING_DURATION_SECONDS,
                 "Embedding a question or an /v1/embeddings input batch.",
             )?,
             retrieval_duration: plain(
-                "hybrid_runtime_retrieval_duration_seconds",
+                names::RETRIEVAL_DURATION_SECONDS,
                 "Vector search over the loaded indexes for one question.",
             )?,
             prompt_tokens: counter(
-                "hybrid_runtime_prompt_tokens_total",
+                names::PROMPT_TOKENS_TOTAL,
                 "Prompt tokens (retrieved passages included) of admitted requests.",
                 ml,
             )?,
-            completion_tokens: counter(
-                "hybrid_runtime_completion_tokens_total",
-                "Generated tokens.",
-                ml,
-            )?,
+            completion_tokens: counter(names::COMPLETION_TOKENS_TOTAL, "Generated tokens.", ml)?,
             requests: counter(
-                "hybrid_runtime_requests_total",
+                names::REQUESTS_TOTAL,
                 "Chat completion requests by outcome.",
                 &["model", "adapter", "outcome"],
             )?,
             queue_depth: {
                 let g = IntGauge::new(
-                    "hybrid_runtime_queue_depth",
+                    names::QUEUE_DEPTH,
                     "Requests waiting for a generation slot.",
                 )?;
                 registry.register(Box::new(g.clone()))?;
                 g
             },
             in_flight: {
-                let g = IntGauge::new(
-                    "hybrid_runtime_in_flight_sequences",
-                    "Sequences being generated now.",
-                )?;
+                let g =
+                    IntGauge::new(names::IN_FLIGHT_SEQUENCES, "Sequences being generated now.")?;
                 registry.register(Box::new(g.clone()))?;
                 g
             },
             loaded_revision: {
                 let g = IntGaugeVec::new(
                     Opts::new(
-                        "hybrid_runtime_loaded_revision_info",
+                        names::LOADED_REVISION_INFO,
                         "1 for each revision serving new requests (kind: serving, adapter, index).",
                     ),
                     &["kind", "name", "revision"],
@@ -156,13 +151,13 @@ impl Metrics {
                 g
             },
             config_reload: counter(
-                "hybrid_runtime_config_reload_total",
+                names::CONFIG_RELOAD_TOTAL,
                 "Config (re)loads by outcome (ok, error).",
                 &["outcome"],
             )?,
             report_failures: {
                 let c = IntCounter::new(
-                    "hybrid_runtime_report_failures_total",
+                    names::REPORT_FAILURES_TOTAL,
                     "Failed attempts to write the loaded-revisions report on the pod (retried with backoff).",
                 )?;
                 registry.register(Box::new(c.clone()))?;
@@ -171,7 +166,7 @@ impl Metrics {
             device: {
                 let g = IntGaugeVec::new(
                     Opts::new(
-                        "hybrid_runtime_device_info",
+                        names::DEVICE_INFO,
                         "1 for the device the base model, adapters and embedders compute on (cpu, cuda:N).",
                     ),
                     &["device"],
@@ -185,20 +180,18 @@ impl Metrics {
     }
 
     /// Replaces the loaded-revision series with the new set (old revisions stop being reported).
-    pub fn set_loaded(&self, revisions: &serde_json::Value) {
+    pub fn set_loaded(&self, revisions: &hybrid_contract::loaded::LoadedRevisions) {
         self.loaded_revision.reset();
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         self.loaded_revision
-            .with_label_values(&["serving", "", s(&revisions["servingRevision"]).as_str()])
+            .with_label_values(&["serving", "", revisions.serving_revision.as_str()])
             .set(1);
-        for (kind, key) in [("adapter", "adapters"), ("index", "indexes")] {
-            for item in revisions[key].as_array().into_iter().flatten() {
+        for (kind, list) in [
+            ("adapter", &revisions.adapters),
+            ("index", &revisions.indexes),
+        ] {
+            for item in list {
                 self.loaded_revision
-                    .with_label_values(&[
-                        kind,
-                        s(&item["name"]).as_str(),
-                        s(&item["revision"]).as_str(),
-                    ])
+                    .with_label_values(&[kind, item.name.as_str(), item.revision.as_str()])
                     .set(1);
             }
         }

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use config::{AdapterSpec, ConfigError, IndexSpec, Limits, ModelFormat, ModelSpec, ServeConfig};
+use config::{
+    BaseModel, ConfigError, Limits, ModelFormat, ServeConfig, ServedAdapter, ServedIndex,
+};
 use engine::{EngineSettings, LlamaModel};
 use http::AppState;
 use metrics::Metrics;
@@ -151,7 +153,7 @@ pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, ServeError> {
                 .unwrap_or_default()
                 .trim_end_matches(".tar.gz")
                 .to_string();
-            IndexSpec {
+            ServedIndex {
                 corpus: match args.index.len() {
                     1 => "local".to_string(),
                     _ => format!("local-{i}"),
@@ -166,7 +168,7 @@ pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, ServeError> {
     let adapters = args
         .adapter
         .iter()
-        .map(|(name, dir)| AdapterSpec {
+        .map(|(name, dir)| ServedAdapter {
             name: name.clone(),
             revision: format!(
                 "local-{}",
@@ -178,7 +180,7 @@ pub fn local_config(args: &ServeArgs) -> Result<ServeConfig, ServeError> {
     let config = ServeConfig {
         name: args.name.clone(),
         serving_revision: Some("local".into()),
-        model: ModelSpec {
+        model: BaseModel {
             source: model,
             format,
             precision: args.precision,
@@ -382,7 +384,7 @@ fn publish(state: &AppState, snapshot: Arc<state::Snapshot>) {
     state.current.set(snapshot);
     state.metrics.set_loaded(&revisions);
     state.metrics.config_reload.with_label_values(&["ok"]).inc();
-    tracing::info!("serving revisions {revisions}");
+    tracing::info!("serving revisions {}", revisions.to_annotation());
     let reports = state.reports.clone();
     let this = reports.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     let metrics = state.metrics.clone();
@@ -409,10 +411,13 @@ fn publish(state: &AppState, snapshot: Arc<state::Snapshot>) {
 }
 
 /// Re-reads the config file and, when its content changed (or `force`), loads and switches to
-/// it. Returns the loaded revisions (`null` when nothing is due). A bad file leaves the current
+/// it. Returns the loaded revisions (None when nothing is due). A bad file leaves the current
 /// snapshot serving; a file that does not parse is not tried again, one whose revisions fail to
 /// load is tried again with backoff ([`reload::ReloadState`]).
-pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Value, ReloadError> {
+pub async fn reload_once(
+    state: &AppState,
+    force: bool,
+) -> Result<Option<state::LoadedRevisions>, ReloadError> {
     let path = state
         .config_path
         .as_ref()
@@ -424,7 +429,7 @@ pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Va
     })?;
     let digest = config::digest(&bytes);
     if !force && !tried.due(&digest, std::time::Instant::now()) {
-        return Ok(serde_json::Value::Null);
+        return Ok(None);
     }
     let failed = |e: ReloadError| {
         state
@@ -466,7 +471,7 @@ pub async fn reload_once(state: &AppState, force: bool) -> Result<serde_json::Va
     tried.settle(digest);
     let revisions = snapshot.revisions.clone();
     publish(state, Arc::new(snapshot));
-    Ok(revisions)
+    Ok(Some(revisions))
 }
 
 async fn shutdown_signal() {

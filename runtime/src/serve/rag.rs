@@ -79,7 +79,7 @@ pub fn search_indexes(
         let timer = metrics.retrieval_duration.start_timer();
         let filtering = !documents.is_empty();
         let fetch = match filtering {
-            true => (top_k * FILTER_OVERFETCH).min(crate::store::MAX_TOP_K),
+            true => (top_k * FILTER_OVERFETCH).min(crate::store::MAX_SEARCH_HITS),
             false => top_k,
         };
         let hits = index.index.search(&vector, fetch)?;

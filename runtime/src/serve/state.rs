@@ -20,7 +20,7 @@ use crate::lora::{AdapterSet, peft};
 use crate::model::Llama;
 
 /// The Pod annotation the operator reads (docs/runtime-contract.md §3).
-pub const LOADED_REVISIONS_ANNOTATION: &str = "hybrid.dev/loaded-revisions";
+pub use hybrid_contract::loaded::{LOADED_REVISIONS_ANNOTATION, LoadedRevisions};
 
 /// Why the base model, an adapter or an index revision could not be loaded. The text names the
 /// config field at fault, as it ends up in `/readyz` and the reload logs.
@@ -151,7 +151,7 @@ pub struct Snapshot {
     pub adapters: Vec<Arc<LoadedAdapter>>,
     pub indexes: Vec<Arc<LoadedIndex>>,
     /// The contract §3 JSON of this set.
-    pub revisions: serde_json::Value,
+    pub revisions: LoadedRevisions,
 }
 
 /// What a request's `model` field selects.
@@ -232,7 +232,11 @@ pub async fn load_base(
     let load = move || -> Result<(Llama, Tokenizer, ChatTemplate), LoadError> {
         match format {
             ModelFormat::Gguf => {
-                let model = Llama::from_gguf(&path, precision.base_weights(), &device)?;
+                let model = Llama::from_gguf(
+                    &path,
+                    crate::serve::config::base_weights(precision),
+                    &device,
+                )?;
                 let mut file = std::fs::File::open(&path).map_err(|source| LoadError::Open {
                     path: path.clone(),
                     source,
@@ -404,7 +408,7 @@ impl Loader {
             indexes.push(index);
         }
         let mut revisions = config.loaded_revisions();
-        revisions["device"] = serde_json::Value::from(self.base.placement.label.as_str());
+        revisions.device = Some(self.base.placement.label.clone());
         Ok(Snapshot {
             config,
             adapters,
@@ -480,7 +484,7 @@ impl Current {
 
 /// Writes the loaded revisions to this Pod's annotation when `POD_NAME` and `POD_NAMESPACE` are
 /// set (downward API); otherwise does nothing.
-pub async fn annotate_pod(revisions: &serde_json::Value) -> Result<(), ReportError> {
+pub async fn annotate_pod(revisions: &LoadedRevisions) -> Result<(), ReportError> {
     let (Ok(name), Ok(namespace)) = (std::env::var("POD_NAME"), std::env::var("POD_NAMESPACE"))
     else {
         return Ok(());
@@ -492,7 +496,7 @@ pub async fn annotate_pod(revisions: &serde_json::Value) -> Result<(), ReportErr
         .map_err(ReportError::Client)?;
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let patch = serde_json::json!({
-        "metadata": {"annotations": {LOADED_REVISIONS_ANNOTATION: revisions.to_string()}}
+        "metadata": {"annotations": {LOADED_REVISIONS_ANNOTATION: revisions.to_annotation()}}
     });
     pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -32,7 +32,7 @@ use qdrant_client::qdrant::{
 };
 
 use super::{
-    ChunkPayload, DEFAULT_HNSW_EF, MAX_TOP_K, SearchHit, StoreError, StoredChunk, VectorStore,
+    ChunkPayload, DEFAULT_HNSW_EF, MAX_SEARCH_HITS, SearchHit, StoreError, StoredChunk, VectorStore,
 };
 
 /// gRPC port of a Qdrant server.
@@ -522,7 +522,7 @@ impl VectorStore for RemoteStore {
                 got: query.len(),
             });
         }
-        if top_k == 0 || top_k > MAX_TOP_K {
+        if top_k == 0 || top_k > MAX_SEARCH_HITS {
             return Err(StoreError::TopK(top_k));
         }
         let request = QueryPointsBuilder::new(self.location.name.clone())

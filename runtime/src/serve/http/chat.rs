@@ -77,7 +77,7 @@ pub(super) struct Reply {
     pub(super) model: String,
     pub(super) prompt_tokens: usize,
     pub(super) citations: Vec<ResponseCitation>,
-    pub(super) revisions: serde_json::Value,
+    pub(super) revisions: hybrid_contract::loaded::LoadedRevisions,
 }
 
 pub(super) async fn chat_completions(

@@ -137,7 +137,7 @@ pub struct ChatCompletion {
     pub choices: Vec<Choice>,
     pub usage: Usage,
     pub citations: Vec<ResponseCitation>,
-    pub revisions: serde_json::Value,
+    pub revisions: hybrid_contract::loaded::LoadedRevisions,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,7 +165,7 @@ pub struct ChatChunk {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub citations: Option<Vec<ResponseCitation>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub revisions: Option<serde_json::Value>,
+    pub revisions: Option<hybrid_contract::loaded::LoadedRevisions>,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,7 +197,7 @@ pub struct RetrieveRequest {
 pub struct RetrieveResponse {
     pub query: String,
     pub results: Vec<RetrieveResult>,
-    pub revisions: serde_json::Value,
+    pub revisions: hybrid_contract::loaded::LoadedRevisions,
 }
 
 #[derive(Debug, Serialize)]
