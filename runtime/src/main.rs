@@ -31,6 +31,9 @@ enum Command {
     /// Delete stored revisions (index archives, adapter directories; files, directories or
     /// s3:// keys) that the operator no longer retains. Idempotent.
     Prune(hybrid_runtime::prune::PruneArgs),
+    /// Check that a trainer image's output is a PEFT LoRA adapter serving can load; write the
+    /// training Job's result (TrainResult, or TrainError naming what is wrong).
+    VerifyAdapter(hybrid_runtime::train::verify::VerifyAdapterArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +57,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => std::process::exit(hybrid_runtime::serve::main(&args)),
         Command::Scan(args) => std::process::exit(hybrid_runtime::scan::run(&args)),
         Command::Prune(args) => std::process::exit(hybrid_runtime::prune::run(&args)),
+        Command::VerifyAdapter(args) => {
+            std::process::exit(hybrid_runtime::train::verify::main(&args))
+        }
     }
 }

@@ -131,6 +131,9 @@ fn peft_made_adapter_loads_and_matches_peft_logits() {
     let settings = peft::load(&mut model, &adapter, &device).expect("PEFT adapter loads");
     assert_eq!(settings.rank, 8);
     assert_eq!(model.lora_branches().len(), 7 * model.config.num_layers);
+    // `verify-adapter`, which checks image trainers' output, accepts what PEFT itself wrote.
+    let summary = hybrid_runtime::train::verify::check_output(&adapter).expect("verifies");
+    assert_eq!(summary.pairs, 7 * model.config.num_layers);
     let adapted = model
         .forward(&input)
         .and_then(|l| l.squeeze(0))

@@ -7,16 +7,14 @@ pub mod train_job;
 use crate::context::Context;
 use crate::error::Result;
 use crate::revisioned::inputs::{ConfigMaps, RemoteDigests, dataset_digest, training_revision};
-use crate::revisioned::results::{TrainResult, parse_train_report};
+use crate::revisioned::results::{JobFailure, TrainResult, parse_train_report};
 use crate::revisioned::{BuiltJob, Revisioned, RevisionedStatus, Words, scan_job};
 use hybrid_crds::adapter::AdapterRevision;
 use hybrid_crds::common::{Conditions, DataSource, JobRecord, Progress, RetryState};
 use hybrid_crds::conditions::{reasons, types};
 use hybrid_crds::{Adapter, AdapterStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use train_job::{
-    TRAIN_DEADLINE_SECONDS, TrainJobInputs, image_trainer_artifact_uri, train_job, train_job_name,
-};
+use train_job::{TRAIN_DEADLINE_SECONDS, TrainJobInputs, train_job, train_job_name};
 
 pub const KIND: &str = "Adapter";
 
@@ -110,22 +108,16 @@ impl Revisioned for Adapter {
     fn read_result(
         &self,
         message: &str,
-        target: &TrainingTarget,
+        _target: &TrainingTarget,
     ) -> Result<std::result::Result<TrainResult, String>> {
-        Ok(match parse_train_report(message) {
+        Ok(match parse_result(message) {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(failure)) => Err(failure.to_string()),
-            // A user image need not speak the result contract: its adapter is where /output
-            // was mounted.
-            Err(_) if self.spec.trainer.image.is_some() => Ok(TrainResult {
-                revision: target.training_revision.clone(),
-                artifact_uri: image_trainer_artifact_uri(self, &target.training_revision)?,
-                final_loss: f64::NAN,
-                eval_loss: None,
-                steps: 0,
-                tokens_per_second: 0.0,
-                duration_seconds: 0.0,
-            }),
+            // An image trainer's Job ends with `hybrid-runtime verify-adapter`, which checks
+            // /output and always reports; without its result nothing is known to be servable.
+            Err(e) if self.spec.trainer.image.is_some() => Err(format!(
+                "{e}: the training Job succeeded without the result that `hybrid-runtime verify-adapter` reports after checking the trainer image's /output, so nothing is promoted"
+            )),
             Err(e) => Err(e.to_string()),
         })
     }
@@ -166,6 +158,28 @@ impl Revisioned for Adapter {
         // Adapters have no retention setting; keep a bounded history for rollback.
         status.previous_revisions.truncate(MAX_PREVIOUS);
         format!("{} steps in {:.0}s", result.steps, result.duration_seconds)
+    }
+}
+
+/// [`parse_train_report`], reading `"finalLoss": null` as NaN: JSON has no NaN, and a trainer
+/// image that reports no loss gets a `TrainResult` without one (`promote` leaves it out).
+fn parse_result(message: &str) -> Result<std::result::Result<TrainResult, JobFailure>> {
+    let no_loss = match serde_json::from_str::<serde_json::Value>(message.trim()) {
+        Ok(mut doc)
+            if doc.get("kind").and_then(|k| k.as_str()) == Some("TrainResult")
+                && doc.get("finalLoss").is_some_and(|l| l.is_null()) =>
+        {
+            doc["finalLoss"] = 0.0.into();
+            Some(doc.to_string())
+        }
+        _ => None,
+    };
+    match no_loss {
+        Some(message) => Ok(parse_train_report(&message)?.map(|result| TrainResult {
+            final_loss: f64::NAN,
+            ..result
+        })),
+        None => parse_train_report(message),
     }
 }
 
@@ -265,6 +279,84 @@ mod tests {
             tokens_per_second: 100.0,
             duration_seconds: 60.0,
         }
+    }
+
+    fn image_trainer() -> Adapter {
+        adapter(&FINANCE_ADAPTER.replace(
+            "trainer: {builtin: {}}",
+            "trainer: {image: {image: registry.example.com/ml/trainer:1.4}}",
+        ))
+    }
+
+    fn read(a: &Adapter, message: &str) -> std::result::Result<TrainResult, String> {
+        let target = TrainingTarget {
+            dataset_digest: "ds1".into(),
+            training_revision: "abcdef0123456789".into(),
+        };
+        a.read_result(message, &target).expect("no operator error")
+    }
+
+    #[test]
+    fn an_image_trainers_job_without_a_result_is_a_failed_attempt() {
+        let a = image_trainer();
+        for message in [
+            "",
+            "Traceback (most recent call last):\n  File \"train.py\"",
+        ] {
+            let err = read(&a, message).expect_err("not promoted without a result");
+            assert!(
+                err.contains("job result unreadable")
+                    && err.contains("hybrid-runtime verify-adapter")
+                    && err.contains("nothing is promoted"),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            read(&adapter(FINANCE_ADAPTER), "").expect_err("built-in"),
+            "job result unreadable: the pod left no termination message"
+        );
+    }
+
+    #[test]
+    fn an_image_trainers_verified_result_is_read_and_its_failure_named() {
+        let a = image_trainer();
+        let err = read(
+            &a,
+            r#"{"kind":"TrainError","reason":"InvalidAdapterOutput","message":"the trainer's output is not a LoRA adapter that serving can load: /output is empty"}"#,
+        )
+        .expect_err("invalid output");
+        assert!(
+            err.starts_with("InvalidAdapterOutput: ") && err.ends_with("/output is empty"),
+            "{err}"
+        );
+        // verify-adapter without a loss from the trainer: finalLoss null reads as no loss.
+        let ok = read(
+            &a,
+            r#"{"kind":"TrainResult","revision":"abcdef0123456789","artifactUri":"file:///pvc/hybrid-artifacts/adapters/abcdef0123456789","finalLoss":null,"evalLoss":null,"steps":0,"tokensPerSecond":0.0,"durationSeconds":0.0}"#,
+        )
+        .expect("verified");
+        assert!(ok.final_loss.is_nan());
+        assert_eq!(
+            ok.artifact_uri,
+            "file:///pvc/hybrid-artifacts/adapters/abcdef0123456789"
+        );
+        let with_loss = read(
+            &a,
+            r#"{"kind":"TrainResult","revision":"r","artifactUri":"file:///x/r","finalLoss":0.5,"evalLoss":0.6,"steps":3,"tokensPerSecond":1.0,"durationSeconds":2.0}"#,
+        )
+        .expect("verified");
+        assert_eq!(
+            (with_loss.final_loss, with_loss.eval_loss),
+            (0.5, Some(0.6))
+        );
+        // A null anywhere else is still a contract error.
+        assert!(
+            read(
+                &a,
+                r#"{"kind":"TrainResult","revision":"r","artifactUri":null,"finalLoss":null,"evalLoss":null,"steps":0,"tokensPerSecond":0.0,"durationSeconds":0.0}"#,
+            )
+            .is_err()
+        );
     }
 
     #[test]

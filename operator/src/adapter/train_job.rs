@@ -1,6 +1,9 @@
 //! The training Job of an Adapter training revision: the built-in `hybrid-runtime train` (see
 //! docs/runtime-train.md for the flags), or a user image with the dataset at `/data`, the base
-//! model at `/model`, the settings at `/config/train.json` and its output at `/output`.
+//! model at `/model`, the settings at `/config/train.json` and its output at `/output`. The user
+//! image runs as an init container; the Job's container `train` then runs `hybrid-runtime
+//! verify-adapter` on `/output`, which reports the result (or why the output is no adapter)
+//! exactly as the built-in trainer does.
 
 use crate::error::{Error, Result};
 use crate::objects::storage::{ClaimMounts, Location, PVC_ROOT};
@@ -11,7 +14,7 @@ use crate::objects::{
 };
 use crate::revisioned::inputs::ConfigMaps;
 use hybrid_crds::Adapter;
-use hybrid_crds::adapter::{TargetModule, TrainingMethod};
+use hybrid_crds::adapter::{ImageTrainer, TargetModule, TrainingMethod};
 use hybrid_crds::common::{DataSource, ModelFormat};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -40,6 +43,27 @@ pub struct TrainJob {
 /// model on one GPU takes minutes to a few hours; past six hours the Job controller stops it
 /// (a failed attempt, reported as `DeadlineExceeded`).
 pub const TRAIN_DEADLINE_SECONDS: i64 = 6 * 3600;
+
+/// The Job's container, whose termination message holds the result (what the operator reads).
+const TRAIN_CONTAINER: &str = "train";
+
+/// The init container that runs an image trainer.
+const TRAINER_INIT_CONTAINER: &str = "trainer";
+
+/// Where an image trainer may write its own result (`resultPath` in `/config/train.json`):
+/// beside the adapter, where `verify-adapter` reads its loss.
+pub const IMAGE_TRAINER_RESULT_PATH: &str = "/output/result.json";
+
+/// What the pod runs.
+enum Run<'a> {
+    /// `hybrid-runtime train` in the runtime image.
+    Builtin { image: String, args: Vec<String> },
+    /// The user's image, then `hybrid-runtime verify-adapter` with these arguments.
+    Image {
+        trainer: &'a ImageTrainer,
+        verify_args: Vec<String>,
+    },
+}
 
 pub fn train_job_name(adapter: &str, training_revision: &str) -> String {
     revision_object_name(adapter, "train", training_revision)
@@ -84,7 +108,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
         )?);
     }
 
-    let (image, command, args, config) = match (&spec.trainer.builtin, &spec.trainer.image) {
+    let (run, config) = match (&spec.trainer.builtin, &spec.trainer.image) {
         (Some(_), None) => {
             let base = match claims.resolve(&spec.base_model.source, false)? {
                 Location::Local(p) => p,
@@ -103,15 +127,8 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
                 }
             };
             let args = builtin_args(adapter, &base, &dataset_files, &output);
-            (
-                inputs
-                    .runtime_images
-                    .for_gpus(spec.resources.gpus)
-                    .to_owned(),
-                Some(vec!["hybrid-runtime".to_owned()]),
-                Some(args),
-                None,
-            )
+            let image = (inputs.runtime_images.for_gpus(spec.resources.gpus)).to_owned();
+            (Run::Builtin { image, args }, None)
         }
         (None, Some(trainer)) => {
             mount_at(
@@ -142,7 +159,7 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
                 "datasets": dataset_files,
                 "hyperparameters": spec.hyperparameters,
                 "outputDir": "/output",
-                "resultPath": RESULT_PATH,
+                "resultPath": IMAGE_TRAINER_RESULT_PATH,
             });
             volumes.push(Volume {
                 name: "config".to_owned(),
@@ -179,10 +196,26 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
                 )])),
                 ..Default::default()
             };
+            let artifact_uri = image_trainer_artifact_uri(adapter, inputs.training_revision)?;
+            let verify_args = [
+                "verify-adapter",
+                "--output",
+                "/output",
+                "--trainer-result",
+                IMAGE_TRAINER_RESULT_PATH,
+                "--revision",
+                inputs.training_revision,
+                "--artifact-uri",
+                &artifact_uri,
+                "--result-path",
+                RESULT_PATH,
+            ];
+            let verify_args = verify_args.map(str::to_owned).to_vec();
             (
-                trainer.image.clone(),
-                trainer.command.clone(),
-                trainer.args.clone(),
+                Run::Image {
+                    trainer,
+                    verify_args,
+                },
                 Some(config),
             )
         }
@@ -195,6 +228,83 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
     let (claim_volumes, claim_mounts) = claims.volumes_and_mounts();
     volumes.extend(claim_volumes);
     mounts.extend(claim_mounts);
+
+    let resources = |gpus: i32| {
+        compute_resources(
+            spec.resources.cpu.as_deref(),
+            spec.resources.memory.as_deref(),
+            &spec.resources.gpu_resource_name,
+            gpus,
+        )
+    };
+    let container = |name: &str,
+                     image: String,
+                     command: Option<Vec<String>>,
+                     args: Option<Vec<String>>,
+                     gpus: i32,
+                     mounts: Vec<VolumeMount>| Container {
+        name: name.to_owned(),
+        image: Some(image),
+        command,
+        args,
+        resources: resources(gpus),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some(RESULT_PATH.to_owned()),
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        security_context: Some(restricted_container_security()),
+        ..Default::default()
+    };
+    let runtime_command = || Some(vec!["hybrid-runtime".to_owned()]);
+    let (init_containers, main) = match run {
+        Run::Builtin { image, args } => (
+            None,
+            container(
+                TRAIN_CONTAINER,
+                image,
+                runtime_command(),
+                Some(args),
+                spec.resources.gpus,
+                mounts,
+            ),
+        ),
+        Run::Image {
+            trainer,
+            verify_args,
+        } => {
+            // verify-adapter only reads /output and needs no GPU. The pod still gets the
+            // trainer's GPUs: its request is the larger of its largest init container's and
+            // the sum of its containers'.
+            let verify_mounts = (mounts.iter())
+                .filter(|m| m.mount_path == "/tmp" || m.mount_path == "/output")
+                .map(|m| {
+                    let mut m = m.clone();
+                    if m.mount_path == "/output" {
+                        m.read_only = Some(true);
+                    }
+                    m
+                })
+                .collect();
+            let trainer_container = container(
+                TRAINER_INIT_CONTAINER,
+                trainer.image.clone(),
+                trainer.command.clone(),
+                trainer.args.clone(),
+                spec.resources.gpus,
+                mounts,
+            );
+            (
+                Some(vec![trainer_container]),
+                container(
+                    TRAIN_CONTAINER,
+                    inputs.runtime_images.for_gpus(0).to_owned(),
+                    runtime_command(),
+                    Some(verify_args),
+                    0,
+                    verify_mounts,
+                ),
+            )
+        }
+    };
 
     let labels = BTreeMap::from([
         (LABEL_ADAPTER.to_owned(), crate::objects::label_value(&name)),
@@ -230,23 +340,8 @@ pub fn train_job(adapter: &Adapter, inputs: &TrainJobInputs<'_>) -> Result<Train
                     tolerations: (!spec.placement.tolerations.is_empty())
                         .then(|| spec.placement.tolerations.clone()),
                     volumes: Some(volumes),
-                    containers: vec![Container {
-                        name: "train".to_owned(),
-                        image: Some(image),
-                        command,
-                        args,
-                        resources: compute_resources(
-                            spec.resources.cpu.as_deref(),
-                            spec.resources.memory.as_deref(),
-                            &spec.resources.gpu_resource_name,
-                            spec.resources.gpus,
-                        ),
-                        volume_mounts: Some(mounts),
-                        termination_message_path: Some(RESULT_PATH.to_owned()),
-                        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-                        security_context: Some(restricted_container_security()),
-                        ..Default::default()
-                    }],
+                    init_containers,
+                    containers: vec![main],
                     ..Default::default()
                 }),
             },
@@ -498,15 +593,23 @@ mod tests {
         assert_eq!(train["hyperparameters"]["rank"], 8);
         assert_eq!(train["datasets"][0], "/data/0/train.jsonl");
         assert_eq!(train["outputDir"], "/output");
+        // Beside the adapter, where verify-adapter reads it (the init container's own
+        // termination message is not the Job's result).
+        assert_eq!(train["resultPath"], "/output/result.json");
 
         let pod = job.spec.expect("s").template.spec.expect("p");
-        let c = &pod.containers[0];
+        let init = pod.init_containers.clone().expect("init containers");
+        assert_eq!(init.len(), 1);
+        let c = &init[0];
+        assert_eq!(c.name, "trainer");
         assert_eq!(
             c.image.as_deref(),
             Some("registry.example.com/ml/trainer:1.4")
         );
         assert_eq!(c.command.clone().expect("cmd"), ["python", "train.py"]);
         assert_eq!(c.args.clone().expect("args"), ["--fast"]);
+        let limits = c.resources.clone().expect("res").limits.expect("limits");
+        assert_eq!(limits["amd.com/gpu"].0, "2", "the trainer gets the GPUs");
         let mounts = c.volume_mounts.clone().expect("mounts");
         let at = |p: &str| mounts.iter().find(|m| m.mount_path == p).cloned().expect(p);
         assert_eq!(
@@ -525,6 +628,79 @@ mod tests {
             image_trainer_artifact_uri(&adapter(&yaml), "abcdef0123456789").expect("uri"),
             "file:///pvc/hybrid-artifacts/adapters/abcdef0123456789"
         );
+        assert_eq!(
+            c.security_context
+                .clone()
+                .expect("sc")
+                .read_only_root_filesystem,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn image_trainer_output_is_verified_by_the_runtime_in_the_result_container() {
+        let yaml = FINANCE_ADAPTER.replace(
+            "trainer: {builtin: {}}",
+            "trainer: {image: {image: registry.example.com/ml/trainer:1.4}}",
+        );
+        let TrainJob { job, .. } = build(&yaml).expect("job");
+        let pod = job.spec.expect("s").template.spec.expect("p");
+        assert_eq!(pod.containers.len(), 1);
+        let c = &pod.containers[0];
+        // The container whose termination message the operator reads.
+        assert_eq!(c.name, "train");
+        // No GPU for the check: the CPU build.
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/hybrid/runtime:1"));
+        assert_eq!(c.command.clone().expect("cmd"), ["hybrid-runtime"]);
+        let args = c.args.clone().expect("args");
+        assert_eq!(args[0], "verify-adapter");
+        assert_eq!(arg_after(&args, "--output"), Some("/output"));
+        assert_eq!(
+            arg_after(&args, "--trainer-result"),
+            Some("/output/result.json")
+        );
+        assert_eq!(arg_after(&args, "--revision"), Some("abcdef0123456789"));
+        assert_eq!(
+            arg_after(&args, "--artifact-uri"),
+            Some("file:///pvc/hybrid-artifacts/adapters/abcdef0123456789")
+        );
+        assert_eq!(
+            arg_after(&args, "--result-path"),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(
+            c.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        let limits = (c.resources.clone()).and_then(|r| r.limits);
+        assert!(
+            limits.unwrap_or_default().is_empty(),
+            "no GPU, and no cpu/memory set"
+        );
+        let mounts = c.volume_mounts.clone().expect("mounts");
+        let paths: Vec<&str> = mounts.iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(paths, ["/tmp", "/output"]);
+        let output = &mounts[1];
+        assert_eq!(output.read_only, Some(true));
+        assert_eq!(
+            output.sub_path.as_deref(),
+            Some("adapters/abcdef0123456789")
+        );
+        assert_eq!(
+            c.security_context
+                .clone()
+                .expect("sc")
+                .read_only_root_filesystem,
+            Some(true)
+        );
+        // The built-in trainer has no init container.
+        let builtin = build(FINANCE_ADAPTER).expect("job").job;
+        let pod = builtin.spec.expect("s").template.spec.expect("p");
+        assert!(pod.init_containers.is_none());
     }
 
     #[test]

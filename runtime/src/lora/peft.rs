@@ -172,27 +172,27 @@ pub fn load(model: &mut Llama, dir: &Path, device: &Device) -> Result<LoraSettin
     Ok(adapter.settings)
 }
 
-/// Reads a PEFT LoRA adapter from `dir` for a model of this shape, without attaching it: the
-/// result is passed per call to `Llama::forward_cached_with` (serving several adapters over one
-/// base model).
-pub fn read(
-    config: &LlamaConfig,
-    num_layers: usize,
-    dir: &Path,
-    device: &Device,
-) -> Result<AdapterSet, String> {
+/// Reads and checks `adapter_config.json` in `dir` as serving does: a PEFT LoRA config (not
+/// another PEFT type, not DoRA, not `fan_in_fan_out`) whose `target_modules` are Llama
+/// projections. Returns its settings.
+pub fn read_config(dir: &Path) -> Result<LoraSettings, String> {
     let config_path = dir.join(CONFIG_FILE);
     let raw = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let peft: AdapterConfig = serde_json::from_str(&raw)
+    // The type first: another PEFT method's config lacks LoRA's fields, and "missing field `r`"
+    // would hide that it is not LoRA at all.
+    let doc: serde_json::Value = serde_json::from_str(&raw)
         .map_err(|e| format!("{}: not a PEFT LoRA config: {e}", config_path.display()))?;
-    if peft.peft_type != "LORA" {
+    if let Some(kind) = doc.get("peft_type").and_then(|t| t.as_str())
+        && kind != "LORA"
+    {
         return Err(format!(
-            "{}: peft_type {} is not LORA",
-            config_path.display(),
-            peft.peft_type
+            "{}: peft_type {kind} is not LORA",
+            config_path.display()
         ));
     }
+    let peft: AdapterConfig = serde_json::from_value(doc)
+        .map_err(|e| format!("{}: not a PEFT LoRA config: {e}", config_path.display()))?;
     if peft.use_dora {
         return Err(format!(
             "{}: use_dora is true: DoRA adapters (lora_magnitude_vector) are not supported; train a plain LoRA adapter (use_dora: false)",
@@ -211,13 +211,183 @@ pub fn read(
         .map(|m| m.parse::<TargetModule>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let settings = LoraSettings {
+    Ok(LoraSettings {
         rank: peft.r,
         alpha: peft.lora_alpha,
         dropout: peft.lora_dropout,
         target_modules,
         use_rslora: peft.use_rslora,
-    };
+    })
+}
+
+/// What [`inspect`] found in an adapter directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSummary {
+    pub settings: LoraSettings,
+    /// lora_A/lora_B pairs (one per adapted module of a layer).
+    pub pairs: usize,
+    /// Layers with at least one pair.
+    pub layers: usize,
+}
+
+/// Largest safetensors header read (the format's own bound is 100 MB; an adapter's header lists
+/// at most a few hundred tensors).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Checks, without a base model and without reading tensor data, that `dir` holds an adapter
+/// [`read`] can load: [`read_config`]'s checks, then `adapter_model.safetensors` with a complete
+/// header, only `lora_A`/`lora_B` tensors of the configured `target_modules` under PEFT's key
+/// names, in float types, in complete pairs of shapes `A: (r, in)` and `B: (out, r)`, and at
+/// least one pair. What needs the base model (layer count, `in`/`out`) is left to [`read`].
+pub fn inspect(dir: &Path) -> Result<AdapterSummary, String> {
+    let settings = read_config(dir)?;
+    let config_path = dir.join(CONFIG_FILE);
+    if settings.rank == 0 {
+        return Err(format!("{}: r is 0", config_path.display()));
+    }
+    if settings.target_modules.is_empty() {
+        return Err(format!(
+            "{}: target_modules is empty",
+            config_path.display()
+        ));
+    }
+    let weights = dir.join(WEIGHTS_FILE);
+    let header = read_safetensors_header(&weights)?;
+    let mut tensors: Vec<(String, &safetensors::tensor::TensorInfo)> =
+        header.tensors().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    // (layer, module) → shapes of lora_A and lora_B.
+    type Pair = (Option<Vec<usize>>, Option<Vec<usize>>);
+    let mut pairs: std::collections::BTreeMap<(usize, TargetModule), Pair> = Default::default();
+    for (name, info) in &tensors {
+        let Some((layer, module, matrix)) = parse_tensor_key(name, &settings.target_modules) else {
+            let modules: Vec<&str> = settings
+                .target_modules
+                .iter()
+                .map(|m| m.hf_name())
+                .collect();
+            return Err(format!(
+                "{}: unexpected tensor {name}: expected only base_model.model.model.layers.<i>.<self_attn|mlp>.<module>.lora_<A|B>.weight for target_modules {}",
+                weights.display(),
+                modules.join(",")
+            ));
+        };
+        use safetensors::Dtype;
+        if !matches!(
+            info.dtype,
+            Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64
+        ) {
+            return Err(format!(
+                "{}: tensor {name} is {:?}, not a float type (F16, BF16, F32, F64)",
+                weights.display(),
+                info.dtype
+            ));
+        }
+        let entry = pairs.entry((layer, module)).or_default();
+        match matrix {
+            "A" => entry.0 = Some(info.shape.clone()),
+            _ => entry.1 = Some(info.shape.clone()),
+        }
+    }
+    let r = settings.rank;
+    for ((layer, module), pair) in &pairs {
+        let (Some(a), Some(b)) = pair else {
+            return Err(format!(
+                "{}: layer {layer} {module} has only one of lora_A/lora_B",
+                weights.display()
+            ));
+        };
+        let fits = a.len() == 2 && b.len() == 2 && a[0] == r && b[1] == r && a[1] > 0 && b[0] > 0;
+        if !fits {
+            return Err(format!(
+                "{}: layer {layer} {module}: lora_A {a:?} / lora_B {b:?} do not fit r={r} (expected lora_A (r, in) and lora_B (out, r))",
+                weights.display()
+            ));
+        }
+    }
+    if pairs.is_empty() {
+        return Err(format!(
+            "{}: holds no lora_A/lora_B tensor pair",
+            weights.display()
+        ));
+    }
+    let layers = pairs
+        .keys()
+        .map(|(layer, _)| *layer)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    Ok(AdapterSummary {
+        pairs: pairs.len(),
+        layers,
+        settings,
+    })
+}
+
+/// The layer, module and matrix (`"A"`/`"B"`) of a PEFT tensor key ([`tensor_key`]) of one of
+/// `modules`.
+fn parse_tensor_key(
+    name: &str,
+    modules: &[TargetModule],
+) -> Option<(usize, TargetModule, &'static str)> {
+    let rest = name.strip_prefix("base_model.model.model.layers.")?;
+    let layer: usize = rest.split_once('.')?.0.parse().ok()?;
+    modules
+        .iter()
+        .flat_map(|&m| [(m, "A"), (m, "B")])
+        .find(|&(m, matrix)| tensor_key(layer, m, matrix) == name)
+        .map(|(m, matrix)| (layer, m, matrix))
+}
+
+/// The header of a safetensors file (read alone: the tensor data is not loaded), checked by the
+/// `safetensors` crate (offsets contiguous, sizes matching dtype × shape) and against the file's
+/// length (a truncated copy fails here).
+fn read_safetensors_header(path: &Path) -> Result<safetensors::tensor::Metadata, String> {
+    use std::io::Read;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    let not_safetensors =
+        |detail: String| format!("{}: not a safetensors file: {detail}", path.display());
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n).map_err(|_| {
+        not_safetensors(format!(
+            "{len} bytes, shorter than the 8-byte header length"
+        ))
+    })?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER_BYTES || n > len - 8 {
+        return Err(not_safetensors(format!(
+            "header length {n} does not fit the file's {len} bytes"
+        )));
+    }
+    let mut raw = vec![0u8; n as usize];
+    file.read_exact(&mut raw)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let header: safetensors::tensor::Metadata =
+        serde_json::from_slice(&raw).map_err(|e| not_safetensors(format!("header: {e}")))?;
+    let expected = 8 + n + header.data_len() as u64;
+    if expected != len {
+        return Err(format!(
+            "{}: the header describes {expected} bytes but the file has {len} (truncated or corrupt)",
+            path.display()
+        ));
+    }
+    Ok(header)
+}
+
+/// Reads a PEFT LoRA adapter from `dir` for a model of this shape, without attaching it: the
+/// result is passed per call to `Llama::forward_cached_with` (serving several adapters over one
+/// base model).
+pub fn read(
+    config: &LlamaConfig,
+    num_layers: usize,
+    dir: &Path,
+    device: &Device,
+) -> Result<AdapterSet, String> {
+    let settings = read_config(dir)?;
     let weights = dir.join(WEIGHTS_FILE);
     let mut tensors = candle_core::safetensors::load(&weights, device)
         .map_err(|e| format!("cannot read {}: {e}", weights.display()))?;

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::report::TrainFailure;
 use super::{BaseFormat, Method, TrainError, TrainSpec};
 use crate::lora::TargetModule;
 
@@ -154,19 +153,5 @@ pub fn main(args: &TrainArgs) -> i32 {
                 .unwrap_or_else(|| TrainSpec::default().result_path)
         });
     let outcome = spec.and_then(|s| super::run(&s));
-    let (json, code) = match &outcome {
-        Ok(result) => (serde_json::to_string(result), 0),
-        Err(e) => {
-            tracing::error!(reason = e.reason(), "{e}");
-            (serde_json::to_string(&TrainFailure::from_error(e)), 1)
-        }
-    };
-    let json = json.unwrap_or_else(|e| {
-        format!(r#"{{"kind":"TrainError","reason":"OutputFailed","message":"{e}"}}"#)
-    });
-    println!("{json}");
-    if let Err(e) = std::fs::write(&result_path, &json) {
-        tracing::warn!("cannot write result to {}: {e}", result_path.display());
-    }
-    code
+    super::report::write_outcome(&outcome, &result_path)
 }

@@ -35,6 +35,15 @@ pub enum TrainError {
     Output { path: PathBuf, detail: String },
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    /// `verify-adapter`: what a trainer image left in its output is not an adapter serving loads.
+    #[error("the trainer's output is not a LoRA adapter that serving can load: {0}")]
+    InvalidAdapterOutput(String),
+    /// `verify-adapter`: the trainer image's optional result file is unreadable.
+    #[error("the trainer's result {path} is unreadable: {detail}")]
+    InvalidTrainerResult { path: PathBuf, detail: String },
+    /// `verify-adapter`: the trainer image wrote a `TrainError` result (and exited 0).
+    #[error("the trainer reported {reason}: {message}")]
+    TrainerFailed { reason: String, message: String },
 }
 
 impl TrainError {
@@ -50,6 +59,9 @@ impl TrainError {
             TrainError::Compute(_) => "ComputeFailed",
             TrainError::Output { .. } => "OutputFailed",
             TrainError::Device(_) => "DeviceUnavailable",
+            TrainError::InvalidAdapterOutput(_) => "InvalidAdapterOutput",
+            TrainError::InvalidTrainerResult { .. } => "InvalidTrainerResult",
+            TrainError::TrainerFailed { .. } => "TrainerFailed",
         }
     }
 

@@ -12,6 +12,7 @@ mod error;
 pub mod optim;
 pub mod report;
 pub mod spec;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -50,6 +50,27 @@ impl TrainFailure {
     }
 }
 
+/// Reports a Job's outcome as the operator reads it: the `TrainResult` or `TrainError` JSON to
+/// `result_path` (the termination message) and stdout. Returns the exit code: 0 on success, 1
+/// on failure.
+pub fn write_outcome(outcome: &Result<TrainResult, TrainError>, result_path: &Path) -> i32 {
+    let (json, code) = match outcome {
+        Ok(result) => (serde_json::to_string(result), 0),
+        Err(e) => {
+            tracing::error!(reason = e.reason(), "{e}");
+            (serde_json::to_string(&TrainFailure::from_error(e)), 1)
+        }
+    };
+    let json = json.unwrap_or_else(|e| {
+        format!(r#"{{"kind":"TrainError","reason":"OutputFailed","message":"{e}"}}"#)
+    });
+    println!("{json}");
+    if let Err(e) = std::fs::write(result_path, &json) {
+        tracing::warn!("cannot write result to {}: {e}", result_path.display());
+    }
+    code
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepRecord {
